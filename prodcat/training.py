@@ -1,0 +1,269 @@
+"""Fine-tuning with the Hugging Face ``Trainer``: loss, optimizer groups, head warm start, results.
+
+Example:
+    >>> from prodcat.args import parse_train_args
+    >>> from prodcat.training import run_training
+    >>> results = run_training(*parse_train_args(["--num_train_epochs", "1", "--output_dir", "/tmp/m"]))
+    >>> sorted(results)[:2]
+    ['eval', 'train']
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
+
+from . import data as data_mod
+from .args import DataArguments, ModelArguments, ProdcatTrainingArguments
+from .errors import ProdcatError
+from .hierarchy import level_membership, max_depth
+from .metrics.taxonomy_metrics import taxonomy_scores
+from .model import fit_head, head_features, head_parameter_names, classifier_layer, load_for_training, resolve_model_path
+
+logger = logging.getLogger(__name__)
+
+
+def class_weight_vector(counts: np.ndarray, mode: str) -> torch.Tensor | None:
+    """Per-class loss weights. ``balanced``: w_c = n / (k * n_c); ``sqrt``: w_c = sqrt(balanced_c), renormalised to mean 1."""
+    if mode == "none":
+        return None
+    counts = np.maximum(counts.astype(np.float64), 1.0)
+    weights = counts.sum() / (len(counts) * counts)
+    if mode == "sqrt":
+        weights = np.sqrt(weights)
+    weights = weights / weights.mean()
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+class TaxonomyLoss:
+    """Cross-entropy on the leaf plus, optionally, on every parent level.
+
+    loss = CE_w,eps(leaf) + lambda * sum_{k < depth} NLL(log sum_{leaf in node} p_leaf, node_k(y))
+
+    where CE_w,eps is cross-entropy with class weights w and label smoothing eps. The parent terms
+    reward putting probability mass under the right branch even when the leaf is wrong; the saved
+    model is unchanged (a plain sequence classifier). Rows labelled -100 (unseen categories) are ignored.
+    """
+
+    def __init__(
+        self,
+        label_names: list[str],
+        class_weights: torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+        hierarchy_weight: float = 0.0,
+    ) -> None:
+        self.class_weights = class_weights
+        self.label_smoothing = label_smoothing
+        self.hierarchy_weight = hierarchy_weight
+        self.level_index: list[torch.Tensor] = []
+        if hierarchy_weight > 0:
+            for level in range(1, max_depth(label_names)):
+                nodes, index = level_membership(label_names, level)
+                if 1 < len(nodes) < len(label_names):
+                    self.level_index.append(torch.as_tensor(index))
+
+    def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        logits = logits.float()
+        valid = labels != data_mod.UNSEEN_LABEL_ID
+        weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
+        per_item = F.cross_entropy(
+            logits, labels, weight=weight, label_smoothing=self.label_smoothing, ignore_index=data_mod.UNSEEN_LABEL_ID, reduction="none"
+        )
+        # Sum and divide by the item count (not by summed class weights, as F.cross_entropy's weighted
+        # mean would): the scale then stays exact under gradient accumulation.
+        total = per_item.sum()
+        if self.level_index and valid.any():
+            log_probs = logits[valid].log_softmax(-1)
+            leaf = labels[valid]
+            for index in self.level_index:
+                index = index.to(logits.device)
+                n_nodes = int(index.max()) + 1
+                node_log_probs = torch.full((log_probs.shape[0], n_nodes), -math.inf, device=logits.device)
+                node_log_probs = node_log_probs.index_reduce(1, index, log_probs, "amax", include_self=True)
+                # log-sum-exp per node, computed stably around the per-node max
+                shifted = (log_probs - node_log_probs[:, index]).exp()
+                sums = torch.zeros_like(node_log_probs).index_add(1, index, shifted)
+                node_log_probs = node_log_probs + sums.log()
+                total = total + self.hierarchy_weight * F.nll_loss(node_log_probs, index[leaf], reduction="sum")
+        count = num_items_in_batch if num_items_in_batch is not None else valid.sum().clamp(min=1)
+        if isinstance(count, torch.Tensor):
+            count = count.to(total.device)
+        return total / count
+
+
+class ProdcatTrainer(Trainer):
+    """``Trainer`` with a separate (usually higher) learning rate for the classification head."""
+
+    def __init__(self, *args, head_learning_rate: float | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_learning_rate = head_learning_rate
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None or self.head_learning_rate is None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        head = head_parameter_names(opt_model)
+        groups: dict[tuple[bool, bool], list] = {}
+        for name, param in opt_model.named_parameters():
+            if param.requires_grad:
+                groups.setdefault((name in head, name in decay), []).append(param)
+        param_groups = [
+            {
+                "params": params,
+                "weight_decay": self.args.weight_decay if is_decay else 0.0,
+                "lr": self.head_learning_rate if is_head else self.args.learning_rate,
+            }
+            for (is_head, is_decay), params in sorted(groups.items())
+        ]
+        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        optimizer_kwargs.pop("lr", None)
+        self.optimizer = optimizer_cls(param_groups, lr=self.args.learning_rate, **optimizer_kwargs)
+        return self.optimizer
+
+
+class MetricsForEval:
+    """``compute_metrics`` that scores category paths with the taxonomy metrics.
+
+    ``references`` are the true paths of the set being evaluated (unseen categories included, so
+    they count as errors at the leaf but can still be right at a parent level).
+    """
+
+    def __init__(self, label_names: list[str], references: list[str] | None = None) -> None:
+        self.label_names = label_names
+        self.references = references
+
+    def __call__(self, eval_prediction) -> dict[str, float]:
+        logits = eval_prediction.predictions
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        predicted = [self.label_names[i] for i in np.asarray(logits).argmax(-1)]
+        if self.references is not None and len(self.references) == len(predicted):
+            references = self.references
+        else:
+            references = [self.label_names[i] if i >= 0 else "" for i in np.asarray(eval_prediction.label_ids)]
+        return taxonomy_scores(predicted, references)
+
+
+def _load_tables(data_args: DataArguments):
+    columns = data_args.text_column_list
+    load = lambda path, require=True: data_mod.load_table(path, columns, data_args.label_column, data_args.label_separator)  # noqa: E731
+    train = load(data_args.train_file)
+    if data_args.max_train_samples:
+        n = data_args.max_train_samples
+        train = data_mod.ProductTable(train.path, train.texts[:n], train.labels[:n], train.source_rows[:n])
+    validation = load(data_args.validation_file) if data_args.validation_file else None
+    test = load(data_args.test_file) if data_args.test_file else None
+    return train, validation, test
+
+
+def warm_start_head(model, train_dataset, collator, class_weights, seed: int) -> float:
+    """Fit the final classifier layer on frozen features and copy it into the model; returns seconds."""
+    start = time.time()
+    features = head_features(model, train_dataset, collator)
+    labels = torch.as_tensor(np.asarray(train_dataset[data_mod.LABEL][:]))
+    weight, bias = fit_head(features, labels, model.config.num_labels, class_weights=class_weights, seed=seed)
+    layer = classifier_layer(model)
+    with torch.no_grad():
+        layer.weight.copy_(weight.to(layer.weight.dtype))
+        layer.bias.copy_(bias.to(layer.bias.dtype))
+    elapsed = time.time() - start
+    logger.info("Warm-started the classifier head on frozen features in %.1fs", elapsed)
+    return elapsed
+
+
+def write_json_atomic(path: str, payload: dict) -> None:
+    """Write JSON to a temporary file and rename it, so readers never see half a file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def run_training(
+    model_args: ModelArguments, data_args: DataArguments, training_args: ProdcatTrainingArguments
+) -> dict[str, dict[str, float]]:
+    """Train, evaluate and save a categoriser; returns ``{"train": ..., "eval": ..., "test": ...}``."""
+    set_seed(training_args.seed)
+    train_table, validation_table, test_table = _load_tables(data_args)
+    splits = data_mod.build_splits(
+        train_table,
+        validation_table,
+        test_table,
+        data_args.validation_split,
+        training_args.seed,
+    )
+    logger.info(
+        "Data: %d train / %d validation / %d test rows, %d categories, %d levels",
+        len(splits.train),
+        len(splits.validation) if splits.validation is not None else 0,
+        len(splits.test) if splits.test is not None else 0,
+        len(splits.label_names),
+        max_depth(splits.label_names),
+    )
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    model, tokenizer = load_for_training(
+        model_path, splits.label_names, model_args.trust_remote_code, model_args.allow_pickled_weights
+    )
+    with training_args.main_process_first(desc="tokenizing"):
+        train_ds = data_mod.tokenize(splits.train, tokenizer, data_args.max_seq_length)
+        eval_ds = data_mod.tokenize(splits.validation, tokenizer, data_args.max_seq_length) if splits.validation is not None else None
+        test_ds = data_mod.tokenize(splits.test, tokenizer, data_args.max_seq_length) if splits.test is not None else None
+    collator = DataCollatorWithPadding(tokenizer)
+    class_weights = class_weight_vector(data_mod.label_counts(train_ds), model_args.class_weights)
+    warm_start_seconds = 0.0
+    if model_args.head_init == "fit":
+        warm_start_seconds = warm_start_head(model, train_ds, collator, class_weights, training_args.seed)
+
+    if eval_ds is None and training_args.eval_strategy != "no":
+        logger.warning("No validation data (--validation_split 0 and no --validation_file): evaluation and best-model selection are off")
+        training_args.eval_strategy = training_args.eval_strategy.__class__("no")
+        training_args.load_best_model_at_end = False
+    metrics = MetricsForEval(splits.label_names, splits.validation["category_path"][:] if eval_ds is not None else None)
+    loss = TaxonomyLoss(
+        splits.label_names,
+        class_weights=class_weights,
+        label_smoothing=training_args.label_smoothing_factor,
+        hierarchy_weight=model_args.hierarchy_loss_weight,
+    )
+    callbacks = []
+    if model_args.early_stopping_patience and eval_ds is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
+    trainer = ProdcatTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds.remove_columns([data_mod.TEXT, data_mod.LABEL_PATH]),
+        eval_dataset=eval_ds.remove_columns([data_mod.TEXT, data_mod.LABEL_PATH]) if eval_ds is not None else None,
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_metrics=metrics,
+        compute_loss_func=loss,
+        callbacks=callbacks,
+        head_learning_rate=model_args.head_learning_rate,
+    )
+    start = time.time()
+    train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_metrics = dict(train_output.metrics)
+    train_metrics["train_wall_seconds"] = time.time() - start + warm_start_seconds
+    train_metrics["head_warm_start_seconds"] = warm_start_seconds
+    train_metrics["train_samples"] = len(train_ds)
+    results: dict[str, dict[str, float]] = {"train": train_metrics}
+    trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        trainer.save_metrics("train", train_metrics)
+    if eval_ds is not None:
+        results["eval"] = trainer.evaluate()
+        trainer.save_metrics("eval", results["eval"])
+    if test_ds is not None:
+        metrics.references = splits.test["category_path"][:]
+        results["test"] = trainer.evaluate(test_ds.remove_columns([data_mod.TEXT, data_mod.LABEL_PATH]), metric_key_prefix="test")
+        trainer.save_metrics("test", results["test"])
+    return results
