@@ -63,6 +63,17 @@ class ModelArguments:
         default=0.0,
         metadata={"help": "Weight of the extra loss on each parent level (probabilities summed over leaves); 0 = off."},
     )
+    calibrate: bool = field(
+        default=True, metadata={"help": "Fit a softmax temperature on the validation set after training (stored as prodcat_temperature)."}
+    )
+    prior_correction: str = field(
+        default="auto",
+        metadata={
+            "help": "'auto': after training, tune a logit adjustment for rare categories on validation "
+            "(folded into the classifier bias; kept only if it improves metric_for_best_model); 'off'.",
+            "choices": ["auto", "off"],
+        },
+    )
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after this many evaluations without improvement (default: off)."}
     )
@@ -82,6 +93,15 @@ class DataArguments:
     label_separator: str = field(default=CANONICAL_SEPARATOR, metadata={"help": "Separator between category levels."})
     validation_split: float = field(default=0.1, metadata={"help": "Share of train held out for validation when no file is given."})
     max_seq_length: int = field(default=64, metadata={"help": "Tokens per text (product titles are short)."})
+    audit: bool = field(
+        default=True, metadata={"help": "Audit the data before training (conflicting duplicates, leakage, rare categories) and log a summary."}
+    )
+    strict_audit: bool = field(
+        default=False, metadata={"help": "Stop before training when the audit finds conflicting duplicate texts or train/test leakage."}
+    )
+    report_dir: str | None = field(
+        default=None, metadata={"help": "Where to write the test report (default: OUTPUT_DIR/report; only with --test_file)."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows (debugging)."})
 
     @property
@@ -117,6 +137,7 @@ class ProdcatTrainingArguments(TrainingArguments):
     weight_decay: float = _with_default(0.01, "AdamW weight decay.")
     train_sampling_strategy: str = _with_default("group_by_length", "Batch similar lengths together (less padding).")
     report_to: None | str | list[str] = _with_default("none", "Experiment trackers (none by default).")
+    dataloader_pin_memory: bool = _with_default(False, "Pinned memory only helps GPU transfers.")
     average_tokens_across_devices: bool = _with_default(
         False, "Keep False: True makes DDP report the loss multiplied by the number of processes."
     )

@@ -7,8 +7,8 @@ stratified validation split -> ``map(batched=True)`` tokenisation.
 Example:
     >>> table = load_table("data/sample_products.csv", ["description"], "category")
     >>> splits = build_splits(table, validation=None, test=None, validation_split=0.1, seed=42)
-    >>> splits.label_names[:2]
-    ['Books > Children > Picture Books', 'Books > Fiction > Mystery & Thriller']
+    >>> splits.label_names[0]
+    'Beauty & Personal Care > Hair Care > Shampoo & Conditioner'
 """
 
 from __future__ import annotations
@@ -30,8 +30,16 @@ logger = logging.getLogger(__name__)
 TEXT = "text"
 LABEL_PATH = "category_path"
 LABEL = "label"
-#: Label id used for evaluation rows whose category never occurs in training (scored as errors).
-UNSEEN_LABEL_ID = -100
+#: Evaluation rows whose category never occurs in training get label id ``UNSEEN_BASE - k`` (k = the
+#: category's index in ``Splits.unseen_names``): negative, so the loss ignores them, and decodable, so
+#: metrics still know the true path (an error at the leaf, maybe right at a parent level). Far below
+#: -100, which the Trainer uses as padding when it gathers labels.
+UNSEEN_BASE = -1000
+
+
+def decode_label_id(label_id: int, label_names: list[str], unseen_names: list[str]) -> str:
+    """The category path of a label id produced by :func:`build_splits` (known or unseen)."""
+    return label_names[label_id] if label_id >= 0 else unseen_names[UNSEEN_BASE - label_id]
 
 _READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
@@ -219,15 +227,19 @@ class Splits:
     label_names: list[str]
     singleton_classes: int = 0
     unseen: dict[str, int] = field(default_factory=dict)
+    unseen_names: list[str] = field(default_factory=list)
 
     @property
     def class_label(self) -> ClassLabel:
         return self.train.features[LABEL]
 
 
-def _encode(table_texts: list[str], table_labels: list[str], class_label: ClassLabel) -> Dataset:
+def _encode(
+    table_texts: list[str], table_labels: list[str], class_label: ClassLabel, unseen_names: list[str] = ()
+) -> Dataset:
     index = {name: i for i, name in enumerate(class_label.names)}
-    ids = [index.get(label, UNSEEN_LABEL_ID) for label in table_labels]
+    index.update({name: UNSEEN_BASE - k for k, name in enumerate(unseen_names)})
+    ids = [index[label] for label in table_labels]
     return Dataset.from_dict({TEXT: table_texts, LABEL_PATH: table_labels, LABEL: ids})
 
 
@@ -269,6 +281,7 @@ def build_splits(
     class_label = ClassLabel(names=label_names)
     full = _encode(train.texts, train.labels, class_label).cast_column(LABEL, class_label)
     singleton_count = 0
+    train_ds = validation_ds = None
     if validation is None and validation_split > 0:
         counts = Counter(train.labels)
         singleton_count = sum(1 for c in counts.values() if c == 1)
@@ -299,13 +312,16 @@ def build_splits(
 
             train_ds = concatenate_datasets([train_ds, full.select(singletons)])
         validation_ds = parts["test"]
-    else:
-        train_ds = full
-        validation_ds = _encode(validation.texts, validation.labels, class_label) if validation else None
     known = set(label_names)
     unseen = {"validation": _count_unseen("validation", validation, known), "test": _count_unseen("test", test, known)}
-    test_ds = _encode(test.texts, test.labels, class_label) if test else None
-    return Splits(train_ds, validation_ds, test_ds, label_names, singleton_count, unseen)
+    unseen_names = sorted({label for table in (validation, test) if table for label in table.labels} - known)
+    if validation is not None:
+        train_ds = full
+        validation_ds = _encode(validation.texts, validation.labels, class_label, unseen_names)
+    elif validation_split <= 0:
+        train_ds, validation_ds = full, None
+    test_ds = _encode(test.texts, test.labels, class_label, unseen_names) if test else None
+    return Splits(train_ds, validation_ds, test_ds, label_names, singleton_count, unseen, unseen_names)
 
 
 def tokenize(dataset: Dataset, tokenizer, max_seq_length: int) -> Dataset:

@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ from . import data as data_mod
 from .args import DataArguments, ModelArguments, ProdcatTrainingArguments
 from .errors import ProdcatError
 from .hierarchy import level_membership, max_depth
+from .io import write_json
 from .metrics.taxonomy_metrics import taxonomy_scores
 from .model import fit_head, head_features, head_parameter_names, classifier_layer, load_for_training, resolve_model_path
 
@@ -73,10 +73,10 @@ class TaxonomyLoss:
     def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         logits = logits.float()
-        valid = labels != data_mod.UNSEEN_LABEL_ID
+        valid = labels >= 0  # negative ids: categories unseen in training (evaluation only)
         weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
         per_item = F.cross_entropy(
-            logits, labels, weight=weight, label_smoothing=self.label_smoothing, ignore_index=data_mod.UNSEEN_LABEL_ID, reduction="none"
+            logits[valid], labels[valid], weight=weight, label_smoothing=self.label_smoothing, reduction="none"
         )
         # Sum and divide by the item count (not by summed class weights, as F.cross_entropy's weighted
         # mean would): the scale then stays exact under gradient accumulation.
@@ -134,22 +134,21 @@ class ProdcatTrainer(Trainer):
 class MetricsForEval:
     """``compute_metrics`` that scores category paths with the taxonomy metrics.
 
-    ``references`` are the true paths of the set being evaluated (unseen categories included, so
-    they count as errors at the leaf but can still be right at a parent level).
+    Label ids are decoded back to paths, unseen categories included (see ``data.UNSEEN_BASE``), so
+    those rows count as errors at the leaf but can still be right at a parent level.
     """
 
-    def __init__(self, label_names: list[str], references: list[str] | None = None) -> None:
+    def __init__(self, label_names: list[str], unseen_names: list[str]) -> None:
         self.label_names = label_names
-        self.references = references
+        self.unseen_names = unseen_names
 
     def __call__(self, eval_prediction) -> dict[str, float]:
         logits = eval_prediction.predictions
         logits = logits[0] if isinstance(logits, tuple) else logits
         predicted = [self.label_names[i] for i in np.asarray(logits).argmax(-1)]
-        if self.references is not None and len(self.references) == len(predicted):
-            references = self.references
-        else:
-            references = [self.label_names[i] if i >= 0 else "" for i in np.asarray(eval_prediction.label_ids)]
+        references = [
+            data_mod.decode_label_id(int(i), self.label_names, self.unseen_names) for i in np.asarray(eval_prediction.label_ids)
+        ]
         return taxonomy_scores(predicted, references)
 
 
@@ -180,12 +179,45 @@ def warm_start_head(model, train_dataset, collator, class_weights, seed: int) ->
     return elapsed
 
 
-def write_json_atomic(path: str, payload: dict) -> None:
-    """Write JSON to a temporary file and rename it, so readers never see half a file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+#: Strengths tried for the prior correction; 0 (no change) is always a candidate.
+PRIOR_CORRECTION_TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def tune_prior_correction(
+    logits: np.ndarray,
+    references: list[str],
+    label_names: list[str],
+    train_counts: np.ndarray,
+    metric: str = "macro_f1",
+    taus: tuple[float, ...] = PRIOR_CORRECTION_TAUS,
+) -> tuple[float, dict[float, float]]:
+    """Pick the post-hoc logit adjustment strength tau that maximises ``metric`` on validation.
+
+    Logit adjustment (Menon et al., 2021): predict argmax_c (z_c - tau * log pi_c), where pi_c is the
+    training frequency of class c. A model trained on a long-tailed catalogue is biased towards
+    frequent categories; subtracting tau * log pi_c trades a little head-class accuracy for recall
+    on rare categories (macro-F1). Because it is a per-class constant, it folds into the
+    classifier's bias and the saved model stays a plain sequence classifier.
+
+    Returns ``(best_tau, {tau: metric})``; ties keep the smaller tau.
+    """
+    log_prior = np.log(np.maximum(train_counts, 1) / np.maximum(train_counts, 1).sum())
+    scores = {}
+    for tau in taus:
+        predicted = [label_names[i] for i in (logits - tau * log_prior).argmax(-1)]
+        scores[tau] = taxonomy_scores(predicted, references)[metric]
+    best = max(taus, key=lambda tau: (scores[tau], -tau))
+    return best, scores
+
+
+def apply_prior_correction(model, train_counts: np.ndarray, tau: float) -> None:
+    """Fold ``-tau * log(prior)`` into the classifier bias and record tau in the config."""
+    if tau:
+        log_prior = np.log(np.maximum(train_counts, 1) / np.maximum(train_counts, 1).sum())
+        layer = classifier_layer(model)
+        with torch.no_grad():
+            layer.bias -= torch.as_tensor(tau * log_prior, dtype=layer.bias.dtype, device=layer.bias.device)
+    model.config.prodcat_prior_correction = float(tau)
 
 
 def run_training(
@@ -193,6 +225,16 @@ def run_training(
 ) -> dict[str, dict[str, float]]:
     """Train, evaluate and save a categoriser; returns ``{"train": ..., "eval": ..., "test": ...}``."""
     set_seed(training_args.seed)
+    if data_args.audit:
+        from .audit import audit_for_training
+
+        # Every rank audits (deterministic, cheap) so a strict failure stops all ranks alike.
+        audit_for_training(
+            data_args.train_file, data_args.text_column_list, data_args.label_column, data_args.label_separator,
+            validation_path=data_args.validation_file, test_path=data_args.test_file,
+            strict=data_args.strict_audit,
+            json_path=os.path.join(training_args.output_dir, "audit.json") if training_args.process_index == 0 else None,
+        )
     train_table, validation_table, test_table = _load_tables(data_args)
     splits = data_mod.build_splits(
         train_table,
@@ -218,7 +260,8 @@ def run_training(
         eval_ds = data_mod.tokenize(splits.validation, tokenizer, data_args.max_seq_length) if splits.validation is not None else None
         test_ds = data_mod.tokenize(splits.test, tokenizer, data_args.max_seq_length) if splits.test is not None else None
     collator = DataCollatorWithPadding(tokenizer)
-    class_weights = class_weight_vector(data_mod.label_counts(train_ds), model_args.class_weights)
+    label_counts = data_mod.label_counts(train_ds)
+    class_weights = class_weight_vector(label_counts, model_args.class_weights)
     warm_start_seconds = 0.0
     if model_args.head_init == "fit":
         warm_start_seconds = warm_start_head(model, train_ds, collator, class_weights, training_args.seed)
@@ -227,7 +270,7 @@ def run_training(
         logger.warning("No validation data (--validation_split 0 and no --validation_file): evaluation and best-model selection are off")
         training_args.eval_strategy = training_args.eval_strategy.__class__("no")
         training_args.load_best_model_at_end = False
-    metrics = MetricsForEval(splits.label_names, splits.validation["category_path"][:] if eval_ds is not None else None)
+    metrics = MetricsForEval(splits.label_names, splits.unseen_names)
     loss = TaxonomyLoss(
         splits.label_names,
         class_weights=class_weights,
@@ -256,6 +299,15 @@ def run_training(
     train_metrics["head_warm_start_seconds"] = warm_start_seconds
     train_metrics["train_samples"] = len(train_ds)
     results: dict[str, dict[str, float]] = {"train": train_metrics}
+    if model_args.prior_correction == "auto" and eval_ds is not None:
+        # Tuned on validation with the best checkpoint loaded; every process computes the same value.
+        prediction = trainer.predict(eval_ds.remove_columns([data_mod.TEXT, data_mod.LABEL_PATH]), metric_key_prefix="prior")
+        references = [data_mod.decode_label_id(int(i), splits.label_names, splits.unseen_names) for i in prediction.label_ids]
+        metric = (training_args.metric_for_best_model or "macro_f1").removeprefix("eval_")
+        tau, scores = tune_prior_correction(prediction.predictions, references, splits.label_names, label_counts, metric)
+        logger.info("Prior correction: validation %s by tau %s; chose tau=%s", metric, {t: round(v, 4) for t, v in scores.items()}, tau)
+        apply_prior_correction(trainer.model, label_counts, tau)
+        train_metrics["prior_correction_tau"] = tau
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         trainer.save_metrics("train", train_metrics)
@@ -263,7 +315,80 @@ def run_training(
         results["eval"] = trainer.evaluate()
         trainer.save_metrics("eval", results["eval"])
     if test_ds is not None:
-        metrics.references = splits.test["category_path"][:]
         results["test"] = trainer.evaluate(test_ds.remove_columns([data_mod.TEXT, data_mod.LABEL_PATH]), metric_key_prefix="test")
         trainer.save_metrics("test", results["test"])
+    if trainer.is_world_process_zero():
+        if model_args.calibrate and splits.validation is not None:
+            from .calibration import calibrate_model_dir
+
+            # After save_model (it rewrites config.json) and before the report (which then uses T).
+            results["calibration"] = calibrate_model_dir(
+                training_args.output_dir,
+                splits.validation[data_mod.TEXT][:],
+                splits.validation[data_mod.LABEL_PATH][:],
+                batch_size=training_args.per_device_eval_batch_size,
+                max_length=data_args.max_seq_length,
+                model=trainer.model,
+                tokenizer=tokenizer,
+            )
+            write_json(os.path.join(training_args.output_dir, "calibration.json"), results["calibration"])
+        if test_table is not None:
+            from .report import write_report
+
+            report = write_report(
+                trainer.model, tokenizer, test_table.texts, test_table.labels,
+                data_args.report_dir or os.path.join(training_args.output_dir, "report"),
+                batch_size=training_args.per_device_eval_batch_size,
+                max_length=data_args.max_seq_length,
+                source_rows=test_table.source_rows,
+            )
+            results["report"] = {k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        write_json(
+            os.path.join(training_args.output_dir, SUMMARY_FILE),
+            training_summary(model_args, data_args, training_args, model_path, splits, train_ds, results),
+        )
     return results
+
+
+#: File in the output directory describing the run (read by the model card and ``prodcat push``).
+SUMMARY_FILE = "training_summary.json"
+
+
+def training_summary(model_args, data_args, training_args, model_path, splits, train_ds, results) -> dict:
+    """What a model card needs to know about a run, without any token or absolute home paths."""
+    counts = data_mod.label_counts(train_ds)
+    base_model = model_args.model_name_or_path or "sentence-transformers/all-MiniLM-L6-v2"
+    validation_texts = splits.validation[data_mod.TEXT][:] if splits.validation is not None else []
+    return {
+        "base_model": base_model,
+        "base_model_is_embedded_default": not model_args.model_name_or_path,
+        "train_file": os.path.basename(data_args.train_file),
+        "validation_file": os.path.basename(data_args.validation_file) if data_args.validation_file else None,
+        "test_file": os.path.basename(data_args.test_file) if data_args.test_file else None,
+        "text_columns": data_args.text_column_list,
+        "label_column": data_args.label_column,
+        "validation_split": data_args.validation_split if not data_args.validation_file else None,
+        "num_train": len(splits.train),
+        "num_validation": len(splits.validation) if splits.validation is not None else 0,
+        "num_test": len(splits.test) if splits.test is not None else 0,
+        "singleton_classes": splits.singleton_classes,
+        "unseen_rows": splits.unseen,
+        "label_counts": {name: int(c) for name, c in zip(splits.label_names, counts)},
+        "widget_examples": list(validation_texts[:5]),
+        "hyperparameters": {
+            "learning_rate": training_args.learning_rate,
+            "head_learning_rate": model_args.head_learning_rate,
+            "head_init": model_args.head_init,
+            "num_train_epochs": training_args.num_train_epochs,
+            "per_device_train_batch_size": training_args.per_device_train_batch_size,
+            "max_seq_length": data_args.max_seq_length,
+            "warmup_steps": training_args.warmup_steps,
+            "weight_decay": training_args.weight_decay,
+            "label_smoothing_factor": training_args.label_smoothing_factor,
+            "class_weights": model_args.class_weights,
+            "hierarchy_loss_weight": model_args.hierarchy_loss_weight,
+            "prior_correction": model_args.prior_correction,
+            "seed": training_args.seed,
+        },
+        "results": {split: {k: v for k, v in metrics.items() if isinstance(v, (int, float))} for split, metrics in results.items()},
+    }

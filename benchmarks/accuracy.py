@@ -1,0 +1,207 @@
+"""Accuracy benchmark: prodcat (default recipe) against TF-IDF + LinearSVC and fastText.
+
+Trains and scores every method on the fixed splits in ``../shared/data`` (see ``SPLITS.md``) and prints
+one table (accuracy, macro-F1, weighted-F1, per-level accuracy, hierarchical F1, train seconds,
+predict items/s). ``--write`` also puts the table and a PNG bar chart into ``BENCHMARKS.md``.
+
+    python benchmarks/accuracy.py                      # both datasets, all methods
+    python benchmarks/accuracy.py --datasets pricerunner-35k --methods tfidf fasttext
+    python benchmarks/accuracy.py --write              # update BENCHMARKS.md and benchmarks/accuracy.png
+
+prodcat runs with its defaults: the only flags passed are the data files, the text column and
+the output folder (its validation split is carved from train.csv; test.csv is only scored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+DATASETS = ["bigbasket-27k", "pricerunner-35k"]
+METHODS = ["prodcat", "tfidf", "fasttext"]
+METHOD_NAMES = {
+    "prodcat": "prodcat (defaults, all-MiniLM-L6-v2)",
+    "tfidf": "TF-IDF (word 1-2 + char_wb 2-5) + LinearSVC",
+    "fasttext": "fastText (lr 1.0, 25 epochs, wordNgrams 2)",
+}
+MARKER_START = "<!-- accuracy-table:start -->"
+MARKER_END = "<!-- accuracy-table:end -->"
+
+
+def run_tfidf(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> tuple[list[str], float, float]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline, make_union
+    from sklearn.svm import LinearSVC
+
+    model = make_pipeline(
+        make_union(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True),
+        ),
+        LinearSVC(C=1.0, random_state=seed),
+    )
+    start = time.perf_counter()
+    model.fit(train.text.tolist(), train.category.tolist())
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    predicted = list(model.predict(test.text.tolist()))
+    return predicted, train_seconds, len(test) / (time.perf_counter() - start)
+
+
+def run_fasttext(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> tuple[list[str], float, float]:
+    import fasttext
+
+    names = sorted(set(train.category))
+    token = {name: f"__label__{i}" for i, name in enumerate(names)}
+    clean = lambda text: " ".join(str(text).lower().split())  # noqa: E731
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as handle:
+        for text, category in zip(train.text, train.category):
+            handle.write(f"{token[category]} {clean(text)}\n")
+        path = handle.name
+    try:
+        start = time.perf_counter()
+        model = fasttext.train_supervised(path, lr=1.0, epoch=25, wordNgrams=2, dim=100, seed=seed, thread=2, verbose=0)
+        train_seconds = time.perf_counter() - start
+    finally:
+        os.remove(path)
+    start = time.perf_counter()
+    labels, _ = model.predict([clean(t) for t in test.text])
+    items_per_second = len(test) / (time.perf_counter() - start)
+    predicted = [names[int(found[0].removeprefix("__label__"))] for found in labels]
+    return predicted, train_seconds, items_per_second
+
+
+def run_prodcat(train_path: str, test: pd.DataFrame, test_path: str, output_dir: str) -> tuple[list[str], float, float]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from prodcat.args import parse_train_args
+    from prodcat.inference import predict_logits
+    from prodcat.training import run_training
+
+    flags = ["--train_file", train_path, "--test_file", test_path, "--text_columns", "text", "--output_dir", output_dir]
+    results = run_training(*parse_train_args(flags))
+    train_seconds = results["train"]["train_wall_seconds"]
+    model = AutoModelForSequenceClassification.from_pretrained(output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    start = time.perf_counter()
+    logits = predict_logits(model, tokenizer, test.text.tolist(), batch_size=64)
+    items_per_second = len(test) / (time.perf_counter() - start)
+    predicted = [model.config.id2label[int(i)] for i in logits.argmax(-1)]
+    return predicted, train_seconds, items_per_second
+
+
+def score(predicted: list[str], references: list[str]) -> dict[str, float]:
+    from prodcat.hierarchy import normalize_path
+    from prodcat.metrics.taxonomy_metrics import taxonomy_scores
+
+    return taxonomy_scores([normalize_path(p) for p in predicted], [normalize_path(r) for r in references])
+
+
+def format_table(rows: list[dict]) -> str:
+    depth = max(int(m.group(1)) for row in rows for key in row for m in [re.match(r"level_(\d+)_accuracy", key)] if m)
+    level_headers = [f"level-{k} acc" for k in range(1, depth + 1)]
+    header = ["dataset", "method", "accuracy", "macro-F1", "weighted-F1", *level_headers, "hierarchical F1", "train s", "predict items/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        levels = [f"{row[f'level_{k}_accuracy']:.3f}" if f"level_{k}_accuracy" in row else "-" for k in range(1, depth + 1)]
+        cells = [
+            row["dataset"], METHOD_NAMES[row["method"]], f"{row['accuracy']:.3f}", f"{row['macro_f1']:.3f}",
+            f"{row['weighted_f1']:.3f}", *levels, f"{row['hierarchical_f1']:.3f}", f"{row['train_seconds']:.0f}",
+            f"{row['items_per_second']:.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        subset = [r for r in rows if r["dataset"] == dataset]
+        x = np.arange(len(subset))
+        ax.bar(x - 0.2, [r["accuracy"] for r in subset], 0.4, label="accuracy")
+        ax.bar(x + 0.2, [r["macro_f1"] for r in subset], 0.4, label="macro-F1")
+        ax.set_xticks(x, [r["method"] for r in subset])
+        ax.set_ylim(0, 1)
+        ax.set_title(dataset)
+        for xi, r in zip(x, subset):
+            ax.text(xi - 0.2, r["accuracy"] + 0.01, f"{r['accuracy']:.3f}", ha="center", fontsize=8)
+            ax.text(xi + 0.2, r["macro_f1"] + 0.01, f"{r['macro_f1']:.3f}", ha="center", fontsize=8)
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def write_benchmarks_md(table: str, png: str) -> None:
+    from prodcat.io import atomic_path
+
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    block = f"{MARKER_START}\n{table}\n\n![accuracy and macro-F1]({os.path.relpath(png, ROOT)})\n{MARKER_END}"
+    text = open(path, encoding="utf-8").read() if os.path.exists(path) else f"# Benchmarks\n\n{MARKER_START}\n{MARKER_END}\n"
+    if MARKER_START not in text:
+        text += f"\n{MARKER_START}\n{MARKER_END}\n"
+    text = re.sub(re.escape(MARKER_START) + r".*?" + re.escape(MARKER_END), lambda _: block, text, flags=re.S)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--output_dir", default=os.path.join(ROOT, "bench_out"), help="Where prodcat models are written.")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--write", action="store_true", help="Update BENCHMARKS.md and benchmarks/accuracy.png.")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    rows = []
+    for dataset in args.datasets:
+        train_path, test_path = (os.path.join(DATA, dataset, f"{split}.csv") for split in ("train", "test"))
+        if not (os.path.exists(train_path) and os.path.exists(test_path)):
+            print(f"skipping {dataset}: {train_path} / {test_path} not found (the shared/ data folder beside the repo)")
+            continue
+        train = pd.read_csv(train_path, dtype=str, keep_default_na=False)
+        test = pd.read_csv(test_path, dtype=str, keep_default_na=False)
+        for method in args.methods:
+            print(f"== {dataset}: {METHOD_NAMES[method]}", flush=True)
+            if method == "prodcat":
+                out = os.path.join(args.output_dir, dataset)
+                predicted, train_seconds, ips = run_prodcat(train_path, test, test_path, out)
+            elif method == "tfidf":
+                predicted, train_seconds, ips = run_tfidf(train, test, args.seed)
+            else:
+                predicted, train_seconds, ips = run_fasttext(train, test, args.seed)
+            row = {"dataset": dataset, "method": method, "train_seconds": train_seconds, "items_per_second": ips}
+            row.update(score(predicted, test.category.tolist()))
+            rows.append(row)
+            print(format_table([row]), flush=True)
+    if not rows:
+        print("no dataset found: nothing to benchmark")
+        return 0
+    table = format_table(rows)
+    print("\n" + table)
+    if args.write:
+        png = os.path.join(ROOT, "benchmarks", "accuracy.png")
+        plot(rows, png)
+        write_benchmarks_md(table, png)
+        print(f"wrote BENCHMARKS.md and {os.path.relpath(png, ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

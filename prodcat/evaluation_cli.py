@@ -1,0 +1,104 @@
+"""``prodcat evaluate``: score a trained model on a labelled file and write a report folder.
+
+Example:
+    $ prodcat evaluate --model outputs/model --test_file test.csv --report_dir outputs/report
+    accuracy 0.7421  macro-F1 0.5893  hierarchical F1 0.8102  level-1 0.8791  ECE 0.0213
+    report: outputs/report (metrics.json, per_class.csv, ... reliability.png)
+
+Text columns, label column and sequence length default to what the model was trained with (read
+from ``training_summary.json`` in the model folder), else ``description`` / ``category`` / 64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from .errors import ProdcatError
+from .hierarchy import CANONICAL_SEPARATOR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prodcat evaluate",
+        description="Score a trained prodcat model on a labelled file; write metrics, tables and plots.",
+    )
+    parser.add_argument("--model", required=True, help="Folder of a trained model (the --output_dir of prodcat train).")
+    parser.add_argument("--test_file", required=True, help="Labelled data: .csv, .tsv, .jsonl or .parquet.")
+    parser.add_argument("--report_dir", required=True, help="Folder for metrics.json, the CSV tables and the PNG plots.")
+    parser.add_argument("--text_columns", default=None, help="Comma-separated text columns (default: as in training, else description).")
+    parser.add_argument("--label_column", default=None, help="Category column (default: as in training, else category).")
+    parser.add_argument("--label_separator", default=CANONICAL_SEPARATOR, help="Separator between category levels (default ' > ').")
+    parser.add_argument("--batch_size", type=int, default=64, help="Texts per inference batch.")
+    parser.add_argument("--max_seq_length", type=int, default=None, help="Tokens per text (default: as in training, else 64).")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu).")
+    return parser
+
+
+def training_settings(model_dir: str) -> dict:
+    """Columns and sequence length recorded in ``model_dir/training_summary.json`` ({} when absent)."""
+    path = os.path.join(model_dir, "training_summary.json")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            summary = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    settings = {
+        "text_columns": summary.get("text_columns"),
+        "label_column": summary.get("label_column"),
+        "max_seq_length": (summary.get("hyperparameters") or {}).get("max_seq_length"),
+    }
+    return {k: v for k, v in settings.items() if v}
+
+
+def main(argv: list[str]) -> int:
+    """Run ``prodcat evaluate``; returns the exit code (ProdcatError for bad input)."""
+    from .calibration import load_saved_model
+    from .data import load_table
+    from .report import REPORT_FILES, write_report
+
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise ProdcatError(f"--batch_size must be at least 1 (got {args.batch_size})")
+    if not os.path.isdir(args.model):
+        raise ProdcatError(f"{args.model}: model folder not found; pass the --output_dir of prodcat train")
+    trained = training_settings(args.model)
+    if args.text_columns is not None:
+        text_columns = [c.strip() for c in args.text_columns.split(",") if c.strip()]
+    else:
+        text_columns = list(trained.get("text_columns") or ["description"])
+    if not text_columns:
+        raise ProdcatError("--text_columns is empty; name at least one column, e.g. --text_columns description")
+    label_column = args.label_column or trained.get("label_column") or "category"
+    max_length = args.max_seq_length or int(trained.get("max_seq_length") or 64)
+    if max_length < 1:
+        raise ProdcatError(f"--max_seq_length must be at least 1 (got {max_length})")
+
+    table = load_table(args.test_file, text_columns, label_column, args.label_separator)
+    model, tokenizer = load_saved_model(args.model, args.device)
+    metrics = write_report(
+        model,
+        tokenizer,
+        table.texts,
+        table.labels,
+        args.report_dir,
+        batch_size=args.batch_size,
+        max_length=max_length,
+        source_rows=table.source_rows,
+    )
+    parts = [f"accuracy {metrics['accuracy']:.4f}", f"macro-F1 {metrics['macro_f1']:.4f}", f"hierarchical F1 {metrics['hierarchical_f1']:.4f}"]
+    if "level_1_accuracy" in metrics:
+        parts.append(f"level-1 {metrics['level_1_accuracy']:.4f}")
+    if metrics.get("ece") is not None:
+        parts.append(f"ECE {metrics['ece']:.4f} (T={metrics['temperature']:.2f})")
+    print("  ".join(parts))
+    print(f"{len(table)} rows scored", end="")
+    dropped = table.dropped_empty_text + table.dropped_empty_label
+    print(f" ({dropped} with empty text or label skipped)" if dropped else "", end="")
+    unseen = metrics.get("num_unseen_reference_rows") or 0
+    print(f"; {unseen} in categories the model never saw (counted as errors)" if unseen else "")
+    print(f"report: {args.report_dir} ({', '.join(REPORT_FILES)})")
+    return 0

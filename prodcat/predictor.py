@@ -1,0 +1,579 @@
+"""Predicting categories: ``Categorizer.from_pretrained(...).predict(texts)`` with typed results.
+
+Works with any sequence-classification model whose ``config.id2label`` holds category paths (a
+prodcat model, or one trained elsewhere with ``/``, ``|`` or ``>`` between levels), on the torch
+or the ONNX Runtime backend.
+
+Example:
+    >>> categorizer = Categorizer.from_pretrained("outputs/model")
+    >>> [p] = categorizer.predict(["Sony WH-1000XM4 wireless headphones"], top_k=3, threshold=0.8)
+    >>> p.category, round(p.score, 2)
+    ('Electronics > Audio > Headphones', 0.55)
+    >>> [(level.category, round(level.score, 2)) for level in p.levels]
+    [('Electronics', 0.99), ('Electronics > Audio', 0.93), ('Electronics > Audio > Headphones', 0.55)]
+    >>> p.backoff.category, p.needs_review
+    ('Electronics > Audio', False)
+
+Probabilities are ``softmax(logits / T)`` with ``T = config.prodcat_temperature`` (1.0 when the
+model was not calibrated). The probability of a parent category is the sum of the probabilities of
+the leaves below it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import ProdcatError
+from .hierarchy import CANONICAL_SEPARATOR, level_membership, max_depth, normalize_path, path_depth, split_path
+
+logger = logging.getLogger(__name__)
+
+#: Separators recognised in the labels of models trained elsewhere, in order of preference.
+LABEL_SEPARATORS = (">", "|", "/", "::")
+#: ``id2label`` names that transformers invents when a model was saved without labels.
+_DEFAULT_LABEL = re.compile(r"LABEL_\d+")
+#: Slack when comparing summed probabilities with a threshold (0.5 + 0.3 must reach 0.8).
+_THRESHOLD_SLACK = 1e-9
+#: Token budget when neither the caller nor training_summary.json says (product titles are short).
+DEFAULT_MAX_SEQ_LENGTH = 128
+SUMMARY_FILE = "training_summary.json"
+
+
+# --------------------------------------------------------------------------------------------
+# Typed results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CategoryScore:
+    """A category path and its probability."""
+
+    category: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Result of the hierarchy back-off at ``threshold`` (see :func:`hierarchical_backoff`).
+
+    ``category`` is the deepest category whose probability reaches the threshold, ``score`` its
+    probability. When not even a top-level category reaches it, ``category`` is ``""``,
+    ``needs_review`` is True and ``score`` is the probability of the best top-level category (how
+    far it fell short).
+    """
+
+    category: str
+    score: float
+    threshold: float
+    needs_review: bool
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Everything prodcat predicts for one text.
+
+    - ``category`` / ``score``: the most probable leaf path and its probability.
+    - ``top_k``: the ``top_k`` most probable leaves, best first (``top_k[0]`` is the prediction).
+    - ``levels``: the ancestors of ``category``, level 1 first, each with its own probability
+      (the sum of its leaves), so ``levels[-1]`` is the leaf itself.
+    - ``backoff``: the hierarchy back-off when a threshold was given, else None.
+
+    A text that is empty after stripping gets an empty prediction: ``category == ""``,
+    ``score == 0.0``, no alternatives or levels, ``backoff`` None (see ``is_empty``).
+    """
+
+    text: str
+    category: str
+    score: float
+    top_k: tuple[CategoryScore, ...]
+    levels: tuple[CategoryScore, ...]
+    backoff: Backoff | None = None
+
+    @property
+    def needs_review(self) -> bool:
+        """True when a threshold was given and not even a top-level category reached it."""
+        return self.backoff is not None and self.backoff.needs_review
+
+    @property
+    def is_empty(self) -> bool:
+        """True for an empty text (no prediction was made)."""
+        return not self.category
+
+    def to_dict(self) -> dict:
+        """Plain ``dict`` (JSON-serialisable) of this prediction."""
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# The hierarchy on arrays: per-level probabilities and back-off (pure functions)
+# --------------------------------------------------------------------------------------------
+
+
+class Taxonomy:
+    """Leaf labels and, for each level, which node every leaf belongs to.
+
+    Example:
+        >>> tax = Taxonomy(["A > x", "A > y", "B > z"])
+        >>> tax.level_probabilities(np.array([[0.5, 0.3, 0.2]]), 1)
+        array([[0.8, 0.2]])
+    """
+
+    def __init__(self, labels: Sequence[str]):
+        self.labels = list(labels)
+        self.depth = max_depth(self.labels)
+        self.leaf_depth = np.array([path_depth(label) for label in self.labels], dtype=np.int64)
+        #: Per level (1-based, index 0 = level 1): node names, their depths and the leaf -> node index.
+        self.nodes: list[list[str]] = []
+        self.node_depth: list[np.ndarray] = []
+        self.leaf_to_node: list[np.ndarray] = []
+        self._membership: list[np.ndarray] = []
+        for level in range(1, self.depth + 1):
+            nodes, index = level_membership(self.labels, level)
+            membership = np.zeros((len(self.labels), len(nodes)), dtype=np.float64)
+            membership[np.arange(len(self.labels)), index] = 1.0
+            self.nodes.append(nodes)
+            self.node_depth.append(np.array([path_depth(n) for n in nodes], dtype=np.int64))
+            self.leaf_to_node.append(index)
+            self._membership.append(membership)
+
+    def level_probabilities(self, probabilities: np.ndarray, level: int) -> np.ndarray:
+        """``[n, nodes at level]``: each node's probability, the sum of its leaves' (float64).
+
+        A leaf shallower than ``level`` stands for itself at deeper levels.
+        """
+        return np.asarray(probabilities, dtype=np.float64) @ self._membership[level - 1]
+
+
+def hierarchical_backoff(
+    probabilities: np.ndarray, labels: Sequence[str] | Taxonomy, threshold: float
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Deepest category whose probability reaches ``threshold``, for each row of ``probabilities``.
+
+    Rule: the probability of a category is the sum of the probabilities of the leaves under it, so
+    it can only grow towards the root. Among all categories (leaves and their ancestors) whose
+    probability is at least ``threshold``, return the deepest; when several at the same depth
+    qualify (only possible with ``threshold <= 0.5``), the most probable. When no top-level
+    category reaches the threshold, the row needs review: category ``""`` and, as its score, the
+    probability of the best top-level category.
+
+    Worked example, ``threshold = 0.8``, leaves and probabilities::
+
+        Electronics > Audio > Headphones   0.50
+        Electronics > Audio > Speakers     0.35
+        Electronics > Cameras > Lenses     0.10
+        Home > Kitchen > Kettles           0.05
+
+    No leaf reaches 0.8; ``Electronics > Audio`` has 0.50 + 0.35 = 0.85 >= 0.8, so the answer is
+    ``("Electronics > Audio", 0.85, needs_review=False)`` (``Electronics`` with 0.95 also qualifies
+    but is shallower). With ``threshold = 0.97`` nothing qualifies, not even ``Electronics``
+    (0.95), so the result is ``("", 0.95, needs_review=True)``.
+
+    Args:
+        probabilities: ``[n, len(labels)]`` leaf probabilities (rows sum to 1), or one row ``[len(labels)]``.
+        labels: canonical leaf paths (column order of ``probabilities``), or a prebuilt Taxonomy.
+        threshold: in ``(0, 1]``.
+
+    Returns:
+        ``(categories, scores, needs_review)``: a list of ``n`` paths, float64 ``[n]``, bool ``[n]``.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ProdcatError(f"threshold must be in (0, 1], got {threshold}")
+    taxonomy = labels if isinstance(labels, Taxonomy) else Taxonomy(labels)
+    probs = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
+    n = probs.shape[0]
+    categories = [""] * n
+    scores = np.zeros(n, dtype=np.float64)
+    decided = np.zeros(n, dtype=bool)
+    for level in range(taxonomy.depth, 0, -1):
+        node_probs = taxonomy.level_probabilities(probs, level)
+        # Only nodes that really sit at this depth compete here; shallower leaves repeated at
+        # deeper levels compete at their own depth.
+        node_probs[:, taxonomy.node_depth[level - 1] != level] = -np.inf
+        best = node_probs.argmax(axis=1)
+        best_prob = node_probs[np.arange(n), best]
+        chosen = ~decided & (best_prob >= threshold - _THRESHOLD_SLACK)
+        for row in np.flatnonzero(chosen):
+            categories[row] = taxonomy.nodes[level - 1][best[row]]
+        scores[chosen] = best_prob[chosen]
+        decided |= chosen
+    needs_review = ~decided
+    if needs_review.any():
+        scores[needs_review] = taxonomy.level_probabilities(probs[needs_review], 1).max(axis=1)
+    return categories, scores, needs_review
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise ``softmax(logits / temperature)`` in float32, numerically stable."""
+    scaled = np.asarray(logits, dtype=np.float32) / np.float32(temperature)
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    np.exp(scaled, out=scaled)
+    scaled /= scaled.sum(axis=-1, keepdims=True)
+    return scaled
+
+
+# --------------------------------------------------------------------------------------------
+# Loading models: labels, local folder or Hub id
+# --------------------------------------------------------------------------------------------
+
+
+def detect_label_separator(labels: Sequence[str]) -> str:
+    """The level separator used by ``labels``: the first of ``LABEL_SEPARATORS`` that occurs, else ``" > "``."""
+    for separator in LABEL_SEPARATORS:
+        if any(separator in label for label in labels):
+            return separator
+    return CANONICAL_SEPARATOR
+
+
+def category_labels(config, source: str, label_separator: str | None = None) -> list[str]:
+    """Canonical category paths from ``config.id2label`` (index order), or a ProdcatError.
+
+    ``label_separator=None`` detects it (``>``, ``|``, ``/`` or ``::``). A model whose labels are
+    transformers' defaults (``LABEL_0``, ``LABEL_1`` ...) has no category labels.
+    """
+    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    num_labels = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
+    raw = [id2label.get(i, f"LABEL_{i}") for i in range(num_labels)]
+    if num_labels < 2 or all(_DEFAULT_LABEL.fullmatch(label) for label in raw):
+        raise ProdcatError(
+            f"{source}: model without category labels (config.id2label is {', '.join(raw[:2])}...); "
+            "train it with prodcat, or set id2label to category paths such as 'Electronics > Audio'"
+        )
+    separator = label_separator or detect_label_separator(raw)
+    labels = [normalize_path(label, separator) for label in raw]
+    if any(not label for label in labels):
+        raise ProdcatError(f"{source}: config.id2label has an empty category name; every label must be a category path")
+    if len(set(labels)) != len(labels):
+        seen: set[str] = set()
+        duplicate = next(label for label in labels if label in seen or seen.add(label))
+        raise ProdcatError(
+            f"{source}: two labels in config.id2label are the same category {duplicate!r} after normalising "
+            f"the separator {separator!r}; pass label_separator / --label_separator"
+        )
+    return labels
+
+
+def resolve_model_dir(path_or_hub_id: str) -> tuple[str, bool]:
+    """``(local folder, from_hub)`` for a model folder or a Hub id (read from the HF cache when offline).
+
+    Only config, tokenizer and safetensors files are fetched from the Hub; ``HF_HUB_OFFLINE=1``
+    is respected (the cached snapshot is used).
+    """
+    if os.path.isdir(path_or_hub_id):
+        return path_or_hub_id, False
+    if os.path.exists(path_or_hub_id):
+        raise ProdcatError(f"{path_or_hub_id}: is a file; pass the model folder (with config.json and model.safetensors)")
+    # A Hub id is "name" or "owner/name"; anything else is a local path that does not exist.
+    looks_local = path_or_hub_id.startswith((".", "/", "~")) or path_or_hub_id.count("/") > 1 or "\\" in path_or_hub_id
+    if looks_local:
+        raise ProdcatError(f"{path_or_hub_id}: model folder not found; check the path")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    try:
+        folder = snapshot_download(
+            path_or_hub_id,
+            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"],
+        )
+    except Exception as err:  # offline cache miss, unknown repo, no network: all one message
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        where = "not in the Hugging Face cache and HF_HUB_OFFLINE=1" if HF_HUB_OFFLINE else f"cannot be fetched ({detail})"
+        raise ProdcatError(f"{path_or_hub_id}: not a model folder, and as a Hub id it is {where}") from None
+    if not any(name.endswith(".safetensors") for name in os.listdir(folder)):
+        raise ProdcatError(f"{path_or_hub_id}: no safetensors weights in this Hub repository; prodcat loads safetensors only")
+    return folder, True
+
+
+def _training_summary(model_dir: str) -> dict:
+    path = os.path.join(model_dir, SUMMARY_FILE)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def _load_config(model_dir: str, source: str, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    except Exception as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ProdcatError(f"{source}: cannot read the model config ({detail}); the folder needs config.json") from None
+
+
+def _check_classifier(config, source: str) -> None:
+    architectures = getattr(config, "architectures", None) or []
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ProdcatError(
+            f"{source}: not a sequence-classification model (architecture {architectures[0]}); "
+            "prodcat predicts with AutoModelForSequenceClassification models"
+        )
+    if getattr(config, "problem_type", None) == "multi_label_classification":
+        raise ProdcatError(f"{source}: a multi-label model; prodcat predicts exactly one category per product")
+
+
+def _temperature(config, source: str) -> float:
+    value = getattr(config, "prodcat_temperature", None)
+    if value is None:
+        return 1.0
+    try:
+        temperature = float(value)
+    except (TypeError, ValueError):
+        raise ProdcatError(f"{source}: config.prodcat_temperature is {value!r}, expected a positive number") from None
+    if not np.isfinite(temperature) or temperature <= 0:
+        raise ProdcatError(f"{source}: config.prodcat_temperature is {value!r}, expected a positive number")
+    return temperature
+
+
+def load_torch_classifier(model_dir: str, source: str, device: str, trust_remote_code: bool = False, **kwargs):
+    """``AutoModelForSequenceClassification`` from safetensors, in eval mode on ``device``."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
+        )
+    except Exception as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ProdcatError(f"{source}: cannot load the model weights ({detail})") from None
+    return model.to(device).eval()
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --------------------------------------------------------------------------------------------
+# Categorizer
+# --------------------------------------------------------------------------------------------
+
+
+class Categorizer:
+    """Predicts category paths for product texts.
+
+    Build one with :meth:`from_pretrained`; call :meth:`predict` (typed results) or
+    :meth:`predict_proba` (the leaf probability matrix).
+
+    Example:
+        >>> categorizer = Categorizer.from_pretrained("outputs/model", backend="onnx", quantize=True)
+        >>> categorizer.predict(["Cotton T-shirt"])[0].category
+        'Clothing > Men > T-Shirts'
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        tokenizer,
+        forward,
+        *,
+        temperature: float = 1.0,
+        max_length: int = DEFAULT_MAX_SEQ_LENGTH,
+        input_names: Sequence[str] | None = None,
+        backend: str = "torch",
+        model_dir: str = "",
+        source: str = "",
+    ):
+        """Low-level constructor: ``forward(features: dict[str, np.ndarray]) -> logits``; prefer from_pretrained."""
+        from .inference import MODEL_INPUTS
+
+        self.labels = list(labels)
+        self.taxonomy = Taxonomy(self.labels)
+        self.tokenizer = tokenizer
+        self.forward = forward
+        self.temperature = float(temperature)
+        self.max_length = int(max_length)
+        self.input_names = tuple(input_names or MODEL_INPUTS)
+        self.backend = backend
+        self.model_dir = model_dir
+        self.source = source or model_dir
+        #: Training settings of a prodcat model (text_columns, max_seq_length ...); {} for others.
+        self.training_summary = _training_summary(model_dir) if model_dir else {}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str,
+        backend: str = "torch",
+        quantize: bool = False,
+        device: str | None = None,
+        *,
+        max_seq_length: int | None = None,
+        num_threads: int | None = None,
+        label_separator: str | None = None,
+        trust_remote_code: bool = False,
+        allow_pickled_weights: bool = False,
+        onnx_cache_dir: str | None = None,
+    ) -> "Categorizer":
+        """Load a categoriser from a model folder or a Hub id.
+
+        Args:
+            path_or_hub_id: a folder written by ``prodcat train`` (or any sequence classifier whose
+                ``id2label`` are category paths), or a Hub id available in the HF cache / online.
+            backend: ``"torch"`` or ``"onnx"`` (exported once and cached, see prodcat.onnx_backend).
+            quantize: ONNX only: int8 dynamic quantization (faster on CPU, near-identical top-1).
+            device: torch device (``"cpu"``, ``"cuda"``); default CUDA when available. The ONNX
+                backend uses CUDA only when onnxruntime-gpu is installed and device is ``"cuda"``.
+            max_seq_length: token budget per text; default the one used in training (or 128).
+            num_threads: CPU threads; default follows the machine.
+            label_separator: level separator in the model's labels; default detected.
+            trust_remote_code: allow model code from the model folder / repository (off by default).
+            allow_pickled_weights: accepted for symmetry with training; prediction loads safetensors only.
+        """
+        from .model import check_weights_are_safe, load_tokenizer
+
+        if backend not in ("torch", "onnx"):
+            raise ProdcatError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
+        if quantize and backend != "onnx":
+            raise ProdcatError("quantize needs the ONNX backend: pass backend='onnx' (--backend onnx)")
+        if allow_pickled_weights:
+            logger.warning("prediction loads safetensors weights only; allow_pickled_weights is ignored")
+        model_dir, _from_hub = resolve_model_dir(path_or_hub_id)
+        check_weights_are_safe(model_dir, allow_pickle=False)
+        if not any(name.endswith(".safetensors") for name in os.listdir(model_dir)):
+            raise ProdcatError(f"{path_or_hub_id}: only pickled weights (.bin) found; prodcat predicts from safetensors only")
+        config = _load_config(model_dir, path_or_hub_id, trust_remote_code)
+        _check_classifier(config, path_or_hub_id)
+        labels = category_labels(config, path_or_hub_id, label_separator)
+        temperature = _temperature(config, path_or_hub_id)
+        tokenizer = load_tokenizer(model_dir, trust_remote_code)
+        summary = _training_summary(model_dir)
+        if max_seq_length is None:
+            max_seq_length = int(summary.get("hyperparameters", {}).get("max_seq_length") or DEFAULT_MAX_SEQ_LENGTH)
+            model_max = getattr(tokenizer, "model_max_length", None)
+            if isinstance(model_max, int) and 0 < model_max < max_seq_length:
+                max_seq_length = model_max
+        if max_seq_length < 2:
+            raise ProdcatError(f"max_seq_length must be at least 2, got {max_seq_length}")
+        device = device or _default_device()
+        from .inference import MODEL_INPUTS
+
+        input_names = [name for name in MODEL_INPUTS if name in tokenizer.model_input_names]
+        if backend == "torch":
+            import torch
+
+            from .inference import torch_forward
+
+            if num_threads:
+                torch.set_num_threads(num_threads)
+            model = load_torch_classifier(model_dir, path_or_hub_id, device, trust_remote_code)
+            forward = torch_forward(model)
+        else:
+            from . import onnx_backend
+
+            onnx_path = onnx_backend.ensure_onnx_model(
+                model_dir, quantize=quantize, trust_remote_code=trust_remote_code, cache_dir=onnx_cache_dir
+            )
+            runner = onnx_backend.OnnxRunner(onnx_path, num_threads=num_threads, device=device)
+            input_names = [name for name in input_names if name in runner.input_names]
+            forward = runner
+        return cls(
+            labels,
+            tokenizer,
+            forward,
+            temperature=temperature,
+            max_length=max_seq_length,
+            input_names=input_names,
+            backend=backend + ("-int8" if quantize else ""),
+            model_dir=model_dir,
+            source=path_or_hub_id,
+        )
+
+    # ---- scoring -----------------------------------------------------------------------------
+
+    def logits(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Raw logits ``[len(texts), len(labels)]`` (float32, input order)."""
+        from .inference import run_batches
+
+        if batch_size < 1:
+            raise ProdcatError(f"batch_size must be at least 1, got {batch_size}")
+        return run_batches(
+            self.forward, self.tokenizer, list(texts), len(self.labels), batch_size, self.max_length, progress, self.input_names
+        )
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Leaf probabilities ``softmax(logits / T)``, ``[len(texts), len(labels)]`` (columns = ``labels``)."""
+        return softmax(self.logits(texts, batch_size, progress), self.temperature)
+
+    def predict(
+        self,
+        texts: str | Sequence[str],
+        top_k: int = 1,
+        threshold: float | None = None,
+        batch_size: int = 64,
+        progress: bool = False,
+    ) -> list[Prediction]:
+        """One :class:`Prediction` per text (a single string counts as one text), in input order.
+
+        Args:
+            top_k: how many leaf alternatives to return in ``Prediction.top_k`` (capped at the
+                number of categories).
+            threshold: back-off threshold in ``(0, 1]`` (see :func:`hierarchical_backoff`); None
+                leaves ``Prediction.backoff`` unset.
+            batch_size: texts per forward pass (texts are sorted by length first).
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = ["" if t is None else str(t) for t in texts]
+        if top_k < 1:
+            raise ProdcatError(f"top_k must be at least 1, got {top_k}")
+        if threshold is not None and not 0.0 < threshold <= 1.0:
+            raise ProdcatError(f"threshold must be in (0, 1], got {threshold}")
+        present = [i for i, text in enumerate(texts) if text.strip()]
+        probs = self.predict_proba([texts[i] for i in present], batch_size, progress)
+        decoded = self._decode(probs, top_k, threshold)
+        results = [Prediction(text, "", 0.0, (), ()) for text in texts]
+        for row, i in enumerate(present):
+            results[i] = decoded(row, texts[i])
+        return results
+
+    def _decode(self, probs: np.ndarray, top_k: int, threshold: float | None):
+        """A function ``(row, text) -> Prediction`` over a probability matrix (vectorised work done once)."""
+        k = min(top_k, len(self.labels))
+        n = probs.shape[0]
+        if k < len(self.labels):
+            top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+        else:
+            top = np.tile(np.arange(len(self.labels)), (n, 1))
+        order = np.argsort(-np.take_along_axis(probs, top, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        top_scores = np.take_along_axis(probs, top, axis=1)
+        leaf = top[:, 0] if n else np.zeros(0, dtype=np.int64)
+        tax = self.taxonomy
+        # Probability of each ancestor of the predicted leaf, level by level.
+        level_scores = []
+        for level in range(1, tax.depth + 1):
+            node_probs = tax.level_probabilities(probs, level)
+            level_scores.append(node_probs[np.arange(n), tax.leaf_to_node[level - 1][leaf]] if n else np.zeros(0))
+        if threshold is not None and n:
+            backoff_categories, backoff_scores, review = hierarchical_backoff(probs, tax, threshold)
+
+        def build(row: int, text: str) -> Prediction:
+            leaf_index = int(leaf[row])
+            label = self.labels[leaf_index]
+            parts = split_path(label)
+            levels = tuple(
+                CategoryScore(CANONICAL_SEPARATOR.join(parts[:level]), float(level_scores[level - 1][row]))
+                for level in range(1, len(parts) + 1)
+            )
+            alternatives = tuple(CategoryScore(self.labels[int(j)], float(s)) for j, s in zip(top[row], top_scores[row]))
+            backoff = None
+            if threshold is not None:
+                backoff = Backoff(backoff_categories[row], float(backoff_scores[row]), float(threshold), bool(review[row]))
+            return Prediction(text, label, float(top_scores[row, 0]), alternatives, levels, backoff)
+
+        return build
+
+    def __repr__(self) -> str:
+        return f"Categorizer({self.source!r}, backend={self.backend!r}, categories={len(self.labels)}, levels={self.taxonomy.depth})"

@@ -1,0 +1,63 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from prodcat.args import parse_train_args
+from prodcat.errors import ProdcatError
+from tests.conftest import ROOT
+
+
+def test_defaults_are_tuned_for_the_task():
+    model_args, data_args, training_args = parse_train_args([])
+    assert training_args.output_dir == "outputs/model"
+    assert training_args.metric_for_best_model == "macro_f1"
+    assert training_args.load_best_model_at_end is True
+    assert training_args.average_tokens_across_devices is False  # DDP loss scale, see args.py
+    assert data_args.text_column_list == ["description"]
+    assert data_args.label_column == "category"
+    assert data_args.max_seq_length == 64
+    assert model_args.model_name_or_path is None  # the embedded MiniLM
+    assert model_args.trust_remote_code is False
+
+
+def test_every_trainer_flag_works_on_the_command_line():
+    _, data_args, training_args = parse_train_args(
+        ["--text_columns", "title, brand,description", "--gradient_accumulation_steps", "3", "--lr_scheduler_type", "cosine"]
+    )
+    assert data_args.text_column_list == ["title", "brand", "description"]
+    assert training_args.gradient_accumulation_steps == 3
+    assert training_args.lr_scheduler_type == "cosine"
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_config_file_as_only_argument(tmp_path, suffix):
+    config = {"train_file": "x.csv", "num_train_epochs": 2, "head_init": "random", "output_dir": str(tmp_path / "out")}
+    path = tmp_path / f"config{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(config))
+    else:
+        import yaml
+
+        path.write_text(yaml.safe_dump(config))
+    model_args, data_args, training_args = parse_train_args([str(path)])
+    assert (data_args.train_file, training_args.num_train_epochs, model_args.head_init) == ("x.csv", 2, "random")
+
+
+def test_config_file_with_unknown_key_is_a_clear_error(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"num_train_epochs": 2, "learning_rat": 0.1}))
+    with pytest.raises(ProdcatError, match="config.json.*learning_rat"):
+        parse_train_args([str(path)])
+
+
+def test_cli_reports_bad_input_in_one_line_with_exit_code_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "train.py", "--train_file", str(tmp_path / "missing.csv")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("prodcat: error:")]
+    assert len(error_lines) == 1 and "missing.csv: file not found" in error_lines[0]

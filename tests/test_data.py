@@ -1,0 +1,134 @@
+import logging
+
+import pandas as pd
+import pytest
+
+from prodcat.data import UNSEEN_BASE, build_splits, decode_label_id, load_table, read_frame, tokenize
+from prodcat.errors import ProdcatError
+
+
+def write_csv(path, rows, columns=("description", "category")):
+    pd.DataFrame(rows, columns=list(columns)).to_csv(path, index=False)
+    return str(path)
+
+
+def balanced_rows(n_classes=4, per_class=10, prefix="Cat"):
+    return [(f"item {c} number {i}", f"{prefix} > Sub{c % 2} > Leaf{c}") for c in range(n_classes) for i in range(per_class)]
+
+
+def test_text_columns_are_joined_and_labels_normalised(tmp_path):
+    path = write_csv(
+        tmp_path / "p.csv",
+        [("Lenovo", "ThinkPad 14", "Electronics>Computers>Laptops"), ("Sony", "", " Electronics > Audio ")],
+        columns=("brand", "title", "category"),
+    )
+    table = load_table(path, ["brand", "title"], "category")
+    assert table.texts == ["Lenovo. ThinkPad 14", "Sony"]
+    assert table.labels == ["Electronics > Computers > Laptops", "Electronics > Audio"]
+
+
+@pytest.mark.parametrize("ext", ["csv", "jsonl", "parquet"])
+def test_all_formats_load_the_same(tmp_path, ext):
+    frame = pd.DataFrame({"description": ["a red shirt", "NA"], "category": ["Clothing > Shirts", "Books > Misc"]})
+    path = tmp_path / f"data.{ext}"
+    if ext == "csv":
+        frame.to_csv(path, index=False)
+    elif ext == "jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path)
+    table = load_table(str(path), ["description"], "category")
+    assert table.texts == ["a red shirt", "NA"]  # "NA" is a product name, not a missing value
+    assert table.labels == ["Clothing > Shirts", "Books > Misc"]
+
+
+def test_empty_rows_are_dropped_and_counted(tmp_path, caplog):
+    path = write_csv(tmp_path / "p.csv", [("ok", "A > B"), ("", "A > B"), ("no label", ""), ("  ", "A > C")])
+    with caplog.at_level(logging.WARNING):
+        table = load_table(path, ["description"], "category")
+    assert table.texts == ["ok"]
+    assert (table.dropped_empty_text, table.dropped_empty_label) == (2, 1)
+    assert "dropped 2 row(s) with empty text and 1 with an empty label" in caplog.text
+
+
+def test_missing_column_lists_the_columns_the_file_has(tmp_path):
+    path = write_csv(tmp_path / "p.csv", [("x", "A")], columns=("title", "label"))
+    with pytest.raises(ProdcatError) as err:
+        load_table(path, ["description"], "category")
+    message = str(err.value)
+    assert "p.csv" in message and "'description'" in message and "'category'" in message
+    assert "title, label" in message and "\n" not in message
+
+
+def test_missing_and_unknown_files_are_one_line_errors(tmp_path):
+    with pytest.raises(ProdcatError, match="file not found"):
+        read_frame(str(tmp_path / "nope.csv"))
+    (tmp_path / "x.xlsx").write_text("a")
+    with pytest.raises(ProdcatError, match="unsupported file type"):
+        read_frame(str(tmp_path / "x.xlsx"))
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ProdcatError, match="empty"):
+        read_frame(str(tmp_path / "empty.csv"))
+
+
+def test_label_mapping_is_sorted_and_round_trips(tmp_path):
+    rows = balanced_rows()
+    table = load_table(write_csv(tmp_path / "p.csv", rows[::-1]), ["description"], "category")
+    splits = build_splits(table, None, None, validation_split=0.2, seed=1)
+    assert splits.label_names == sorted(splits.label_names)
+    class_label = splits.class_label
+    for name in splits.label_names:
+        assert class_label.int2str(class_label.str2int(name)) == name
+    decoded = [splits.label_names[i] for i in splits.train["label"][:]]
+    assert decoded == splits.train["category_path"][:]
+
+
+def test_stratified_split_is_deterministic_and_keeps_singletons_in_train(tmp_path, caplog):
+    rows = balanced_rows(per_class=10) + [("one of a kind", "Rare > Only > One"), ("another rare", "Rare > Only > Two")]
+    table = load_table(write_csv(tmp_path / "p.csv", rows), ["description"], "category")
+    with caplog.at_level(logging.WARNING):
+        first = build_splits(table, None, None, validation_split=0.2, seed=3)
+    second = build_splits(table, None, None, validation_split=0.2, seed=3)
+    assert first.validation["text"][:] == second.validation["text"][:]
+    assert len(first.validation) == 8  # 20% of the 40 splittable rows
+    val_labels = first.validation["category_path"][:]
+    assert sorted(set(val_labels)) == sorted({r[1] for r in balanced_rows()})  # every class, stratified
+    assert all(v.count(label) == 2 for v in [val_labels] for label in set(val_labels))
+    assert "Rare > Only > One" in first.train["category_path"][:]
+    assert first.singleton_classes == 2
+    assert "2 categories with a single example stay in train" in caplog.text
+    other_seed = build_splits(table, None, None, validation_split=0.2, seed=4)
+    assert other_seed.validation["text"][:] != first.validation["text"][:]
+
+
+def test_unseen_labels_warn_and_decode(tmp_path, caplog):
+    train = load_table(write_csv(tmp_path / "t.csv", balanced_rows()), ["description"], "category")
+    test = load_table(
+        write_csv(tmp_path / "test.csv", [("item 0 number 1", "Cat > Sub0 > Leaf0"), ("brand new", "Cat > Sub0 > Leaf9")]),
+        ["description"],
+        "category",
+    )
+    with caplog.at_level(logging.WARNING):
+        splits = build_splits(train, None, test, validation_split=0.1, seed=1)
+    ids = splits.test["label"][:]
+    assert ids[0] >= 0 and ids[1] == UNSEEN_BASE
+    assert decode_label_id(ids[1], splits.label_names, splits.unseen_names) == "Cat > Sub0 > Leaf9"
+    assert splits.unseen["test"] == 1
+    assert "never seen in training" in caplog.text
+
+
+def test_single_class_is_an_error(tmp_path):
+    table = load_table(write_csv(tmp_path / "p.csv", [("a", "X"), ("b", "X")]), ["description"], "category")
+    with pytest.raises(ProdcatError, match="only one category"):
+        build_splits(table, None, None, 0.1, 1)
+
+
+def test_tokenize_keeps_lengths_for_grouping(tmp_path):
+    from prodcat.model import default_model_path, load_tokenizer
+
+    table = load_table(write_csv(tmp_path / "p.csv", balanced_rows(2, 3)), ["description"], "category")
+    splits = build_splits(table, None, None, 0.0, 1)
+    tokenizer = load_tokenizer(default_model_path())
+    encoded = tokenize(splits.train, tokenizer, max_seq_length=4)
+    assert max(encoded["length"][:]) == 4  # truncated to max_seq_length
+    assert encoded["length"][:] == [len(ids) for ids in encoded["input_ids"][:]]

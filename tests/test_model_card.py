@@ -1,0 +1,279 @@
+"""The generated model card: renders from a trained output directory, and its metadata is what the
+Hub reads (checked with huggingface_hub's own parsers: ``metadata_load``, ``ModelCard``,
+``model_index_to_eval_results``). Most tests use small synthetic output directories (config.json +
+training_summary.json + results files, no weights) so that every branch of the card is covered
+without training; one test uses the session's ``trained_model_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard, metadata_load
+from huggingface_hub.repocard_data import model_index_to_eval_results
+
+from prodcat import model_card
+from prodcat.errors import ProdcatError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def linked_copy(src: str, dst: str) -> str:
+    """Copy a model directory with hard links (fast; atomic rewrites never touch the original)."""
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link)
+    return dst
+
+
+def write_synthetic_model_dir(path, labels: list[str], counts: dict[str, int] | None = None, summary_extra: dict | None = None, results: dict | None = None, config_extra: dict | None = None) -> str:
+    """An output directory as training leaves it, minus the weights (the card does not read them)."""
+    os.makedirs(path, exist_ok=True)
+    config = {"model_type": "bert", "id2label": {str(i): label for i, label in enumerate(labels)}}
+    config.update(config_extra or {})
+    with open(os.path.join(path, "config.json"), "w") as handle:
+        json.dump(config, handle)
+    if counts is not None:
+        summary = {
+            "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+            "base_model_is_embedded_default": True,
+            "train_file": "catalogue.csv",
+            "validation_file": None,
+            "test_file": "holdout.csv",
+            "text_columns": ["title", "brand"],
+            "label_column": "category",
+            "validation_split": 0.1,
+            "num_train": sum(counts.values()),
+            "num_validation": 40,
+            "num_test": 50,
+            "singleton_classes": 1,
+            "unseen_rows": {"validation": 0, "test": 2},
+            "label_counts": counts,
+            "widget_examples": ["Steel water bottle 1 l", "Kids rain boots size 28"],
+            "hyperparameters": {"learning_rate": 1e-4, "head_learning_rate": None, "num_train_epochs": 3.0, "max_seq_length": 48, "seed": 1},
+            "results": {},
+        }
+        summary.update(summary_extra or {})
+        with open(os.path.join(path, "training_summary.json"), "w") as handle:
+            json.dump(summary, handle)
+    for split, scores in (results or {}).items():
+        with open(os.path.join(path, f"{split}_results.json"), "w") as handle:
+            json.dump({f"{split}_{k}": v for k, v in scores.items()}, handle)
+    return str(path)
+
+
+LABELS = [
+    "Home > Kitchen > Bottles",
+    "Home > Kitchen > Knives",
+    "Home > Garden > Hoses",
+    "Kids | Baby > Shoes > Boots",
+    "Kids | Baby > Toys > Blocks",
+    "Kids | Baby > Toys > Puzzles",
+]
+COUNTS = {LABELS[0]: 30, LABELS[1]: 12, LABELS[2]: 0, LABELS[3]: 3, LABELS[4]: 9, LABELS[5]: 1}
+TEST_SCORES = {
+    "accuracy": 0.8123, "macro_f1": 0.7012, "weighted_f1": 0.8001, "level_1_accuracy": 0.95, "level_1_macro_f1": 0.94,
+    "level_2_accuracy": 0.88, "level_2_macro_f1": 0.8, "level_3_accuracy": 0.8123, "hierarchical_f1": 0.87,
+    "num_examples": 50, "runtime": 1.5,
+}
+EVAL_SCORES = {"accuracy": 0.83, "macro_f1": 0.72, "weighted_f1": 0.82, "level_1_accuracy": 0.96, "level_2_accuracy": 0.9, "hierarchical_f1": 0.9, "num_examples": 40}
+
+
+@pytest.fixture()
+def synthetic_dir(tmp_path) -> str:
+    return write_synthetic_model_dir(
+        tmp_path / "model", LABELS, COUNTS,
+        summary_extra={"unseen_categories": ["Home > Garden > Seeds"], "calibration": {"ece_before": 0.1, "ece_after": 0.03}},
+        results={"eval": EVAL_SCORES, "test": TEST_SCORES},
+        config_extra={"prodcat_temperature": 1.25},
+    )
+
+
+def sections(text: str) -> dict[str, str]:
+    """Markdown body split at ``## `` headings -> {heading: content}."""
+    body = text.split("\n---\n", 1)[1]
+    parts = re.split(r"^## (.+)$", body, flags=re.M)
+    return {parts[i].strip(): parts[i + 1].strip() for i in range(1, len(parts), 2)}
+
+
+def table_rows(text: str, first_cell: str) -> list[list[str]]:
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            if cells and cells[0] == first_cell:
+                rows.append(cells)
+    return rows
+
+
+def test_template_is_the_top_level_model_card_md():
+    assert os.path.samefile(model_card.template_path(), os.path.join(ROOT, "model_card.md"))
+
+
+def test_card_of_trained_model_parses_with_huggingface_hub(trained_model_dir, tmp_path):
+    out = linked_copy(trained_model_dir, str(tmp_path / "model"))
+    path = model_card.write_model_card(out, license="apache-2.0", hub_model_id="acme/prodcat-sample")
+    assert path == os.path.join(out, "README.md")
+    with open(os.path.join(out, "config.json")) as handle:
+        labels = list(json.load(handle)["id2label"].values())
+    with open(os.path.join(out, "training_summary.json")) as handle:
+        summary = json.load(handle)
+    with open(os.path.join(out, "eval_results.json")) as handle:
+        eval_results = json.load(handle)
+
+    meta = metadata_load(path)
+    assert meta["library_name"] == "transformers"
+    assert meta["pipeline_tag"] == "text-classification"
+    assert meta["base_model"] == summary["base_model"]
+    assert meta["license"] == "apache-2.0"
+    assert "prodcat" in meta["tags"]
+    assert [w["text"] for w in meta["widget"]] == summary["widget_examples"][:5]
+    name, evals = model_index_to_eval_results(meta["model-index"])
+    assert name == "prodcat-sample"
+    by_name = {e.metric_name: e for e in evals}
+    assert by_name["Validation Accuracy"].metric_value == pytest.approx(eval_results["eval_accuracy"], abs=1e-4)
+    assert by_name["Validation Macro-F1"].metric_value == pytest.approx(eval_results["eval_macro_f1"], abs=1e-4)
+    assert by_name["Validation Level 1 accuracy"].metric_value == pytest.approx(eval_results["eval_level_1_accuracy"], abs=1e-4)
+    assert {e.dataset_split for e in evals} == {"validation"}
+
+    text = open(path, encoding="utf-8").read()
+    card = ModelCard.load(path)
+    assert ModelCard(card.content).content == card.content  # the Hub's own round trip is stable
+    assert card.data.to_dict() == yaml.safe_load(text.split("---\n")[1])
+    assert f"{len(labels)} categories" in text
+    assert f"| Train | {summary['num_train']:,} |" in text
+    assert 'model="acme/prodcat-sample"' in text
+    assert tmp_path.as_posix() not in text and trained_model_dir not in text  # no local paths
+    for leftover in ("{{", "{%", "None", "nan", "[More Information Needed]"):
+        assert leftover not in text
+    assert all(content for content in sections(text).values()), "a section is empty"
+
+
+def test_taxonomy_results_and_limitations_come_from_the_files(synthetic_dir):
+    text = str(model_card.render_model_card(synthetic_dir, license="mit", dataset_id="acme/shop-products", dataset_name="Acme shop"))
+    parts = sections(text)
+
+    # Per-level category counts and training examples (min / median / max), computed independently.
+    for level, expected_nodes in ((1, 2), (2, 4), (3, 6)):
+        per_node: dict[str, int] = {}
+        for label, n in COUNTS.items():
+            node = " > ".join(label.split(" > ")[:level])
+            per_node[node] = per_node.get(node, 0) + n
+        values = list(per_node.values())
+        name = "3 (leaf)" if level == 3 else str(level)
+        (row,) = table_rows(parts["Taxonomy"], name)
+        median = statistics.median(values)
+        median_text = f"{int(median):,}" if float(median).is_integer() else f"{median:,.1f}"
+        assert row[1:] == [str(expected_nodes), f"{min(values):,} / {median_text} / {max(values):,}"]
+    assert "Kids \\| Baby" in parts["Taxonomy"]  # a pipe in a category name cannot break the table
+
+    (acc,) = table_rows(parts["Results"], "Accuracy (leaf)")
+    assert acc[1:] == [f"{EVAL_SCORES['accuracy']:.3f}", f"{TEST_SCORES['accuracy']:.3f}"]
+    assert table_rows(parts["Results"], "Level 2 accuracy")[0][1:] == ["0.900", "0.880"]
+    assert not table_rows(parts["Results"], "Level 3 accuracy")  # the leaf level is the accuracy row
+
+    limitations = parts["Intended use and limitations"]
+    assert "`Home > Garden > Hoses`" in limitations  # no training example: never predicted
+    assert "`Home > Garden > Seeds`" in limitations and "2 test rows" in limitations  # unseen in training
+    assert "2 categories had fewer than 5 training examples" in limitations
+    assert "T = 1.250" in parts["How to use"] and "0.100 → 0.030" in parts["How to use"]
+    assert parts["License"].startswith("`mit`")
+
+    meta = ModelCard(text).data.to_dict()
+    assert meta["datasets"] == ["acme/shop-products"]
+    _, evals = model_index_to_eval_results(meta["model-index"])
+    test = {e.metric_name: e for e in evals if e.dataset_split == "test"}
+    assert {e.dataset_type for e in evals} == {"acme/shop-products"} and {e.dataset_name for e in evals} == {"Acme shop"}
+    assert test["Test Accuracy"].metric_value == pytest.approx(TEST_SCORES["accuracy"], abs=1e-4)
+    assert test["Test Weighted-F1"].metric_args == {"average": "weighted"}
+    assert test["Test Hierarchical F1"].metric_value == pytest.approx(TEST_SCORES["hierarchical_f1"])
+    assert {"Test Level 1 accuracy", "Test Level 2 accuracy"} <= set(test) and "Test Level 3 accuracy" not in test
+
+
+def test_threshold_coverage_and_onnx_come_from_the_files(synthetic_dir):
+    before = str(model_card.render_model_card(synthetic_dir))
+    assert "--threshold 0.8" in before and "an example value" in before  # the predictor's flag, example value
+    assert "Share of products" not in before and "onnx" not in before
+    os.makedirs(os.path.join(synthetic_dir, "report"))
+    curve = {"thresholds": [0.0, 0.5, 0.7, 0.8, 0.9, 1.0], "coverage": [1.0, 0.9, 0.75, 0.6, 0.4, 0.0], "accuracy": [0.8, 0.85, 0.9, 0.95, 0.99, None]}
+    with open(os.path.join(synthetic_dir, "report", "metrics.json"), "w") as handle:
+        json.dump({"backoff_threshold": 0.45, "coverage_curve": curve, "num_examples": 50}, handle)
+    os.makedirs(os.path.join(synthetic_dir, "onnx"))
+    after = model_card.render_model_card(synthetic_dir)
+    text = str(after)
+    assert "--threshold 0.45" in text and "the value chosen for this model" in text
+    assert table_rows(sections(text)["Results"], "0.8")[0][1:] == ["60.0%", "0.950"]
+    assert "onnx" in after.data.tags and "`onnx/`" in text
+
+
+def test_minimal_directory_gives_a_short_valid_card(tmp_path):
+    """Only config.json (e.g. a model trained elsewhere): no invented facts, no empty sections."""
+    out = write_synthetic_model_dir(tmp_path / "bare", ["Books", "Games", "Music"])
+    text = str(model_card.render_model_card(out))
+    meta = ModelCard(text).data.to_dict()
+    assert "model-index" not in meta and "base_model" not in meta and "widget" not in meta
+    assert meta["license"] == model_card.DEFAULT_LICENSE
+    parts = sections(text)
+    assert {"Results", "Training data", "Training"}.isdisjoint(parts)
+    assert all(parts.values())
+    assert "one of 3 categories" in text and "None" not in text
+
+
+def test_local_base_model_is_not_claimed_as_a_hub_model(tmp_path):
+    out = write_synthetic_model_dir(tmp_path / "m", LABELS, COUNTS, summary_extra={"base_model": "/home/alice/models/my-encoder", "base_model_is_embedded_default": False})
+    text = str(model_card.render_model_card(out))
+    assert "base_model" not in ModelCard(text).data.to_dict()
+    assert "/home/alice" not in text and "`my-encoder`" in text
+
+
+def test_license_is_checked_and_kept_on_rewrite(synthetic_dir):
+    assert model_card.check_license(" Apache-2.0 ") == "apache-2.0"
+    with pytest.raises(ProdcatError, match="not a Hub license id"):
+        model_card.check_license("MIT license!")
+    model_card.write_model_card(synthetic_dir, license="cc-by-4.0")
+    model_card.write_model_card(synthetic_dir, hub_model_id="acme/m")  # no license given: keep the card's
+    assert metadata_load(os.path.join(synthetic_dir, "README.md"))["license"] == "cc-by-4.0"
+
+
+def test_write_is_atomic_and_a_failed_render_keeps_the_old_card(synthetic_dir):
+    path = model_card.write_model_card(synthetic_dir)
+    old = open(path, encoding="utf-8").read()
+    with pytest.raises(ProdcatError, match="not a Hub dataset id"):
+        model_card.write_model_card(synthetic_dir, dataset_id="bad id with spaces")
+    assert open(path, encoding="utf-8").read() == old
+    assert not [n for n in os.listdir(synthetic_dir) if n.endswith(".partial")]
+
+
+def test_output_dir_without_a_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ProdcatError, match="no readable config.json"):
+        model_card.write_model_card(str(tmp_path))
+    with pytest.raises(ProdcatError, match="no such directory"):
+        model_card.write_model_card(str(tmp_path / "missing"))
+
+
+def test_flat_taxonomy_has_no_level_or_hierarchical_rows(tmp_path):
+    labels = ["Cameras", "Fridges", "Mobile Phones"]
+    counts = {"Cameras": 40, "Fridges": 25, "Mobile Phones": 60}
+    scores = {"accuracy": 0.97, "macro_f1": 0.96, "weighted_f1": 0.97, "level_1_accuracy": 0.97, "hierarchical_f1": 0.97}
+    out = write_synthetic_model_dir(tmp_path / "flat", labels, counts, results={"test": scores})
+    text = str(model_card.render_model_card(out))
+    parts = sections(text)
+    assert "one of 3 categories" in text
+    assert [row[0] for row in table_rows(parts["Taxonomy"], "Mobile Phones")] == ["Mobile Phones"]
+    assert table_rows(parts["Taxonomy"], "Mobile Phones")[0][1] == "60"
+    assert not table_rows(parts["Results"], "Level 1 accuracy") and not table_rows(parts["Results"], "Hierarchical F1")
+    assert "--threshold" not in text  # back-off needs parent levels
+    _, evals = model_index_to_eval_results(ModelCard(text).data.to_dict()["model-index"])
+    assert {e.metric_name for e in evals} == {"Test Accuracy", "Test Macro-F1", "Test Weighted-F1"}
+    assert "hierarchical-classification" not in ModelCard(text).data.tags

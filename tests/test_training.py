@@ -1,0 +1,67 @@
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from prodcat.model import fit_head
+from prodcat.training import TaxonomyLoss, class_weight_vector
+from tests.conftest import SAMPLE
+
+
+def test_end_to_end_model_loads_with_pipeline_and_returns_category_paths(trained_model_dir):
+    from transformers import pipeline
+
+    files = set(os.listdir(trained_model_dir))
+    assert {"model.safetensors", "config.json", "tokenizer.json", "train_results.json", "eval_results.json"} <= files
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))]  # no pickles anywhere
+    categories = set(pd.read_csv(SAMPLE, dtype=str)["category"])
+    config = json.load(open(os.path.join(trained_model_dir, "config.json")))
+    assert set(config["id2label"].values()) == categories
+    classifier = pipeline("text-classification", model=trained_model_dir)
+    outputs = classifier(["Wireless over-ear headphones with noise cancelling", "Hardcover mystery novel"])
+    assert all(o["label"] in categories and 0 < o["score"] <= 1 for o in outputs)
+    eval_results = json.load(open(os.path.join(trained_model_dir, "eval_results.json")))
+    assert 0 <= eval_results["eval_accuracy"] <= 1 and "eval_level_1_accuracy" in eval_results
+    summary = json.load(open(os.path.join(trained_model_dir, "training_summary.json")))
+    assert set(summary["label_counts"]) == categories and summary["num_train"] > summary["num_validation"] > 0
+
+
+def test_taxonomy_loss_without_extras_is_cross_entropy():
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+    labels = torch.tensor([0, 2])
+    loss = TaxonomyLoss(["A > x", "A > y", "B > z"])({"logits": logits}, labels)
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-6)
+
+
+def test_taxonomy_loss_adds_parent_level_nll_and_ignores_unseen():
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [5.0, 0.0, 0.0]])
+    labels = torch.tensor([1, 2, -1000])  # the last row is a category unseen in training
+    loss = TaxonomyLoss(["A > x", "A > y", "B > z"], hierarchy_weight=0.5)({"logits": logits}, labels)
+    probs = logits[:2].softmax(-1)
+    leaf = -torch.log(probs[torch.arange(2), labels[:2]])
+    parent = -torch.log(torch.stack([probs[0, 0] + probs[0, 1], probs[1, 2]]))
+    expected = (leaf.sum() + 0.5 * parent.sum()) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_class_weights():
+    counts = np.array([100, 10, 1])
+    assert class_weight_vector(counts, "none") is None
+    balanced = class_weight_vector(counts, "balanced").numpy()
+    sqrt = class_weight_vector(counts, "sqrt").numpy()
+    assert balanced.mean() == pytest.approx(1) and sqrt.mean() == pytest.approx(1)
+    assert balanced[2] / balanced[0] == pytest.approx(100)
+    assert sqrt[2] / sqrt[0] == pytest.approx(10)
+
+
+def test_fit_head_separates_linearly_separable_features():
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.randn(5, 16, generator=generator) * 3
+    labels = torch.arange(5).repeat_interleave(40)
+    features = centers[labels] + torch.randn(200, 16, generator=generator) * 0.5
+    weight, bias = fit_head(features, labels, 5)
+    accuracy = ((features @ weight.T + bias).argmax(-1) == labels).float().mean().item()
+    assert accuracy > 0.97
