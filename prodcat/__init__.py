@@ -7,3 +7,7 @@ Example:
 """
 
 __version__ = "0.1.0"
+
+from .predictor import Backoff, Categorizer, CategoryScore, Prediction  # noqa: E402,F401
+
+__all__ = ["Backoff", "Categorizer", "CategoryScore", "Prediction", "__version__"]

@@ -63,6 +63,10 @@ class ModelArguments:
         default=0.0,
         metadata={"help": "Weight of the extra loss on each parent level (probabilities summed over leaves); 0 = off."},
     )
+    license: str | None = field(
+        default=None,
+        metadata={"help": "Hub license id for the model card, e.g. apache-2.0 (default: 'unknown'; the training data's terms apply too)."},
+    )
     calibrate: bool = field(
         default=True, metadata={"help": "Fit a softmax temperature on the validation set after training (stored as prodcat_temperature)."}
     )
@@ -93,6 +97,8 @@ class DataArguments:
     label_separator: str = field(default=CANONICAL_SEPARATOR, metadata={"help": "Separator between category levels."})
     validation_split: float = field(default=0.1, metadata={"help": "Share of train held out for validation when no file is given."})
     max_seq_length: int = field(default=64, metadata={"help": "Tokens per text (product titles are short)."})
+    dataset_id: str | None = field(default=None, metadata={"help": "Hub dataset id of the training data (model card `datasets`)."})
+    dataset_name: str | None = field(default=None, metadata={"help": "Name of the training data in the model card, e.g. bigbasket-27k."})
     audit: bool = field(
         default=True, metadata={"help": "Audit the data before training (conflicting duplicates, leakage, rare categories) and log a summary."}
     )

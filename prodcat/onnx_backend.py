@@ -46,6 +46,12 @@ FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 #: Architectures whose graphs onnxruntime's BERT fusion understands (others are run unfused).
 FUSABLE_MODEL_TYPES = {"bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "mpnet"}
+#: int8: rows whose top-1/top-2 logit margin is below the re-check margin are recomputed in fp32
+#: (RecheckedRunner). The margin is measured at quantization time (measure_recheck_margin); this
+#: default applies only when that measurement is missing.
+DEFAULT_RECHECK_MARGIN = 1.0
+#: Re-check margin = RECHECK_SAFETY x (99th percentile of the per-text largest |int8 - fp32| logit).
+RECHECK_SAFETY = 2.0
 #: Largest absolute logit difference accepted between the fused and the plain fp32 graph.
 FUSION_TOLERANCE = 1e-3
 
@@ -110,12 +116,17 @@ def onnx_cache_dir(model_dir: str, fingerprint: str, cache_dir: str | None = Non
 
 
 @contextlib.contextmanager
-def _locked(folder: str) -> Iterator[None]:
-    """Serialise exports of the same model across processes (e.g. ranks of ``torchrun``)."""
+def _locked(folder: str, fingerprint: str) -> Iterator[None]:
+    """Serialise exports of the same model across processes (e.g. ranks of ``torchrun``).
+
+    The lock file lives in the user cache, so the model folder only ever holds the ONNX files.
+    """
     from filelock import FileLock
 
     os.makedirs(folder, exist_ok=True)
-    with FileLock(os.path.join(folder, ".lock")):
+    locks = os.path.join(user_cache_dir(), "locks")
+    os.makedirs(locks, exist_ok=True)
+    with FileLock(os.path.join(locks, f"onnx-{fingerprint[:24]}.lock")):
         yield
 
 
@@ -155,9 +166,13 @@ def ensure_onnx_model(
     from .io import write_json
 
     fingerprint = model_fingerprint(model_dir)
+    name = INT8_FILE if quantize else FP32_FILE
+    shipped = os.path.join(model_dir, CACHE_SUBDIR)
+    if _read_manifest(shipped).get("fingerprint") == fingerprint and os.path.isfile(os.path.join(shipped, name)):
+        return os.path.join(shipped, name)  # up to date, even if read-only or downloaded from the Hub
     folder = onnx_cache_dir(model_dir, fingerprint, cache_dir)
-    wanted = os.path.join(folder, INT8_FILE if quantize else FP32_FILE)
-    with _locked(folder):
+    wanted = os.path.join(folder, name)
+    with _locked(folder, fingerprint):
         manifest = _read_manifest(folder)
         if manifest.get("fingerprint") != fingerprint:
             for stale in (FP32_FILE, INT8_FILE, MANIFEST):
@@ -172,7 +187,66 @@ def ensure_onnx_model(
         if quantize and not os.path.isfile(wanted):
             logger.info("Quantizing the ONNX model to int8 (once; cached in %s)", folder)
             quantize_onnx(fp32, wanted)
+            manifest["recheck_margin"] = measure_recheck_margin(model_dir, fp32, wanted, trust_remote_code)
+            write_json(os.path.join(folder, MANIFEST), manifest)
     return wanted
+
+
+def calibrated_recheck_margin(int8_path: str) -> float:
+    """The re-check margin measured when ``int8_path`` was quantized (``DEFAULT_RECHECK_MARGIN`` if unknown)."""
+    value = _read_manifest(os.path.dirname(int8_path)).get("recheck_margin")
+    return float(value) if isinstance(value, (int, float)) and value >= 0 else DEFAULT_RECHECK_MARGIN
+
+
+def probe_texts(labels: Sequence[str], extra: Sequence[str] = (), limit: int = 1024) -> list[str]:
+    """Texts to measure quantization error without user data: category names and their paths."""
+    from .hierarchy import ancestors, normalize_path, split_path
+
+    texts: dict[str, None] = {}
+    for text in extra:
+        texts.setdefault(str(text), None)
+    for label in labels:
+        path = normalize_path(label)
+        texts.setdefault(split_path(path)[-1], None)
+        for node in ancestors(path):
+            texts.setdefault(" ".join(split_path(node)), None)
+    return [t for t in texts if t.strip()][:limit]
+
+
+def measure_recheck_margin(model_dir: str, fp32_path: str, int8_path: str, trust_remote_code: bool = False) -> float:
+    """``RECHECK_SAFETY`` x the 99th percentile, over probe texts, of the largest |int8 - fp32| logit.
+
+    If int8 moves every logit by at most e, it moves the gap between two classes by at most 2e, so
+    it can only flip the top-1 of a row whose int8 top-1/top-2 margin is below 2e: those rows are
+    recomputed in fp32 (RecheckedRunner). The probes are the model's category names (and, for a
+    prodcat model, the widget examples of training_summary.json), so no user data is needed; on
+    real titles the error distribution is close to the probes'.
+    """
+    import json as json_lib
+
+    from .inference import run_batches
+    from .model import load_tokenizer
+
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as handle:
+        labels = [str(v) for v in (json_lib.load(handle).get("id2label") or {}).values()]
+    extra: list[str] = []
+    summary = os.path.join(model_dir, "training_summary.json")
+    if os.path.isfile(summary):
+        with contextlib.suppress(OSError, ValueError), open(summary, encoding="utf-8") as handle:
+            extra = [str(t) for t in json_lib.load(handle).get("widget_examples") or []]
+    separator = ">" if any(">" in label for label in labels) else "/" if any("/" in label for label in labels) else " > "
+    from .hierarchy import normalize_path
+
+    probes = probe_texts([normalize_path(label, separator) for label in labels], extra)
+    if not probes:
+        return DEFAULT_RECHECK_MARGIN
+    tokenizer = load_tokenizer(model_dir, trust_remote_code)
+    fp32, int8 = OnnxRunner(fp32_path), OnnxRunner(int8_path)
+    names = [name for name in fp32.input_names if name in int8.input_names]
+    expected = run_batches(fp32, tokenizer, probes, len(labels), 64, 64, input_names=names)
+    got = run_batches(int8, tokenizer, probes, len(labels), 64, 64, input_names=names)
+    row_error = np.abs(expected - got).max(axis=1)
+    return round(float(RECHECK_SAFETY * np.quantile(row_error, 0.99)), 4)
 
 
 def _export_inputs(model, tokenizer) -> list[str]:
@@ -322,3 +396,43 @@ class OnnxRunner:
     def __call__(self, features: dict[str, np.ndarray]) -> np.ndarray:
         feed = {name: features[name] for name in self.input_names}
         return self.session.run(None, feed)[0]
+
+
+class RecheckedRunner:
+    """int8 logits, with near-ties recomputed by the fp32 graph.
+
+    Dynamic int8 quantization moves logits by a small amount (typically well under 0.5 on product
+    titles), which can only change the top-1 category where the top two logits are closer than
+    that. Rows whose int8 top-1/top-2 logit margin is below ``margin`` are therefore recomputed
+    with ``fp32`` (their logits are replaced); the rest keep the fast int8 result. With a trained
+    model few rows are near-ties, so the cost is small and top-1 agreement with fp32 is near 100%.
+
+    Example:
+        >>> runner = RecheckedRunner(OnnxRunner(int8_path), OnnxRunner(fp32_path), margin=1.0)
+        >>> logits = runner(features)
+        >>> runner.rechecked, runner.rows     # how many rows needed fp32 so far
+        (12, 5000)
+    """
+
+    def __init__(self, int8: OnnxRunner, fp32: OnnxRunner, margin: float):
+        self.int8 = int8
+        self.fp32 = fp32
+        self.margin = float(margin)
+        self.path = int8.path
+        self.input_names = int8.input_names
+        self.rows = 0
+        self.rechecked = 0
+
+    def __call__(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        logits = self.int8(features)
+        self.rows += len(logits)
+        if logits.shape[1] < 2 or self.margin <= 0:
+            return logits
+        top2 = np.partition(logits, -2, axis=1)[:, -2:]
+        rows = np.flatnonzero(top2[:, 1] - top2[:, 0] < self.margin)
+        if len(rows):
+            subset = {name: array[rows] for name, array in features.items()}
+            logits[rows] = self.fp32(subset)
+            self.rechecked += len(rows)
+        return logits
+

@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunk_size", type=int, default=8192, help="Rows read, predicted and written at a time (default 8192).")
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="Inference backend (default torch).")
     parser.add_argument("--quantize", action="store_true", help="ONNX int8 dynamic quantization (with --backend onnx).")
+    parser.add_argument(
+        "--recheck_margin",
+        type=float,
+        help="With --quantize: recompute in fp32 the rows whose top-1/top-2 logit margin is below this "
+        "(default: twice the int8 logit error measured when quantizing; 0 = pure int8).",
+    )
     parser.add_argument("--max_seq_length", type=int, help="Tokens per text (default: the training run's, else 128).")
     parser.add_argument("--num_threads", type=int, help="CPU threads (default: all cores, shared between processes).")
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda when available).")
@@ -204,7 +211,7 @@ class TableReader:
             import pyarrow.parquet as pq
 
             parquet = pq.ParquetFile(self.path)
-            return list(parquet.schema_arrow.names), parquet.metadata.num_rows
+            return _parquet_columns(parquet.schema_arrow.names), parquet.metadata.num_rows
         except ProdcatError:
             raise
         except UnicodeDecodeError:
@@ -265,7 +272,8 @@ class TableReader:
                 import pyarrow.parquet as pq
 
                 for record_batch in pq.ParquetFile(self.path).iter_batches(batch_size=self.chunk_size):
-                    yield record_batch.to_pandas()
+                    frame = record_batch.to_pandas(ignore_metadata=True)
+                    yield frame[self.columns]
         except ProdcatError:
             raise
         except UnicodeDecodeError:
@@ -274,6 +282,15 @@ class TableReader:
             raise ProdcatError(f"{self.path}: cannot parse the table ({_first_line(err)}); check quoting and separators") from None
         except (OSError, ValueError) as err:
             raise ProdcatError(f"{self.path}: cannot read the file ({type(err).__name__}: {_first_line(err)})") from None
+
+
+def _parquet_columns(names: Sequence[str]) -> list[str]:
+    """Physical Parquet columns, less the unnamed pandas index (``__index_level_0__``).
+
+    A named pandas index (``df.set_index("sku").to_parquet(...)``) is stored as a column ``sku``
+    and kept like any other column.
+    """
+    return [name for name in names if not re.fullmatch(r"__index_level_\d+__", name)]
 
 
 def _count_lines(path: str) -> int:
@@ -429,6 +446,7 @@ def _load_categorizer(args: argparse.Namespace, processes: Processes | None = No
         num_threads=num_threads,
         label_separator=args.label_separator,
         trust_remote_code=args.trust_remote_code,
+        recheck_margin=args.recheck_margin,
     )
 
 

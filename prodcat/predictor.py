@@ -146,9 +146,10 @@ class Taxonomy:
     def level_probabilities(self, probabilities: np.ndarray, level: int) -> np.ndarray:
         """``[n, nodes at level]``: each node's probability, the sum of its leaves' (float64).
 
-        A leaf shallower than ``level`` stands for itself at deeper levels.
+        A leaf shallower than ``level`` stands for itself at deeper levels. Capped at 1.0 (float32
+        leaf probabilities can sum to a hair above it).
         """
-        return np.asarray(probabilities, dtype=np.float64) @ self._membership[level - 1]
+        return np.minimum(np.asarray(probabilities, dtype=np.float64) @ self._membership[level - 1], 1.0)
 
 
 def hierarchical_backoff(
@@ -259,11 +260,11 @@ def category_labels(config, source: str, label_separator: str | None = None) -> 
     return labels
 
 
-def resolve_model_dir(path_or_hub_id: str) -> tuple[str, bool]:
+def resolve_model_dir(path_or_hub_id: str, include_onnx: bool = False) -> tuple[str, bool]:
     """``(local folder, from_hub)`` for a model folder or a Hub id (read from the HF cache when offline).
 
-    Only config, tokenizer and safetensors files are fetched from the Hub; ``HF_HUB_OFFLINE=1``
-    is respected (the cached snapshot is used).
+    Only config, tokenizer and safetensors files (and ``onnx/`` with ``include_onnx``) are fetched
+    from the Hub; ``HF_HUB_OFFLINE=1`` is respected (the cached snapshot is used).
     """
     if os.path.isdir(path_or_hub_id):
         return path_or_hub_id, False
@@ -279,7 +280,7 @@ def resolve_model_dir(path_or_hub_id: str) -> tuple[str, bool]:
     try:
         folder = snapshot_download(
             path_or_hub_id,
-            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"],
+            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"] + (["onnx/*"] if include_onnx else []),
         )
     except Exception as err:  # offline cache miss, unknown repo, no network: all one message
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -413,8 +414,8 @@ class Categorizer:
         num_threads: int | None = None,
         label_separator: str | None = None,
         trust_remote_code: bool = False,
-        allow_pickled_weights: bool = False,
         onnx_cache_dir: str | None = None,
+        recheck_margin: float | None = None,
     ) -> "Categorizer":
         """Load a categoriser from a model folder or a Hub id.
 
@@ -429,7 +430,10 @@ class Categorizer:
             num_threads: CPU threads; default follows the machine.
             label_separator: level separator in the model's labels; default detected.
             trust_remote_code: allow model code from the model folder / repository (off by default).
-            allow_pickled_weights: accepted for symmetry with training; prediction loads safetensors only.
+            onnx_cache_dir: where to cache ONNX files (default: ``DIR/onnx`` or the user cache).
+            recheck_margin: int8 only: rows whose top-1/top-2 logit margin is below this are
+                recomputed with the fp32 graph; default: twice the int8 logit error measured at
+                quantization time (``onnx_backend.measure_recheck_margin``); 0 = pure int8.
         """
         from .model import check_weights_are_safe, load_tokenizer
 
@@ -437,12 +441,14 @@ class Categorizer:
             raise ProdcatError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
         if quantize and backend != "onnx":
             raise ProdcatError("quantize needs the ONNX backend: pass backend='onnx' (--backend onnx)")
-        if allow_pickled_weights:
-            logger.warning("prediction loads safetensors weights only; allow_pickled_weights is ignored")
-        model_dir, _from_hub = resolve_model_dir(path_or_hub_id)
-        check_weights_are_safe(model_dir, allow_pickle=False)
-        if not any(name.endswith(".safetensors") for name in os.listdir(model_dir)):
-            raise ProdcatError(f"{path_or_hub_id}: only pickled weights (.bin) found; prodcat predicts from safetensors only")
+        model_dir, _from_hub = resolve_model_dir(path_or_hub_id, include_onnx=backend == "onnx")
+        files = os.listdir(model_dir)
+        if not any(f.endswith(".safetensors") for f in files) and any(f.endswith((".bin", ".pt", ".pth", ".ckpt")) for f in files):
+            raise ProdcatError(
+                f"{path_or_hub_id}: only pickled weights (.bin) found; prediction loads safetensors only "
+                "(re-save the model with save_pretrained, which writes model.safetensors)"
+            )
+        check_weights_are_safe(model_dir, allow_pickle=False)  # prediction never unpickles weights
         config = _load_config(model_dir, path_or_hub_id, trust_remote_code)
         _check_classifier(config, path_or_hub_id)
         labels = category_labels(config, path_or_hub_id, label_separator)
@@ -472,12 +478,17 @@ class Categorizer:
         else:
             from . import onnx_backend
 
-            onnx_path = onnx_backend.ensure_onnx_model(
-                model_dir, quantize=quantize, trust_remote_code=trust_remote_code, cache_dir=onnx_cache_dir
-            )
-            runner = onnx_backend.OnnxRunner(onnx_path, num_threads=num_threads, device=device)
-            input_names = [name for name in input_names if name in runner.input_names]
-            forward = runner
+            def runner(quantized: bool) -> onnx_backend.OnnxRunner:
+                path = onnx_backend.ensure_onnx_model(
+                    model_dir, quantize=quantized, trust_remote_code=trust_remote_code, cache_dir=onnx_cache_dir
+                )
+                return onnx_backend.OnnxRunner(path, num_threads=num_threads, device=device)
+
+            forward = runner(quantize)
+            margin = onnx_backend.calibrated_recheck_margin(forward.path) if recheck_margin is None else float(recheck_margin)
+            if quantize and margin > 0:
+                forward = onnx_backend.RecheckedRunner(forward, runner(False), margin)
+            input_names = [name for name in input_names if name in forward.input_names]
         return cls(
             labels,
             tokenizer,

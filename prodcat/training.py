@@ -24,6 +24,7 @@ from . import data as data_mod
 from .args import DataArguments, ModelArguments, ProdcatTrainingArguments
 from .errors import ProdcatError
 from .hierarchy import level_membership, max_depth
+from .hub import finish_training_push, take_push_request
 from .io import write_json
 from .metrics.taxonomy_metrics import taxonomy_scores
 from .model import fit_head, head_features, head_parameter_names, classifier_layer, load_for_training, resolve_model_path
@@ -225,6 +226,9 @@ def run_training(
 ) -> dict[str, dict[str, float]]:
     """Train, evaluate and save a categoriser; returns ``{"train": ..., "eval": ..., "test": ...}``."""
     set_seed(training_args.seed)
+    # Before the Trainer exists: turns the Trainer's own push off (no checkpoint pushes), removes the
+    # token from the arguments the Trainer pickles, and fails fast on a bad repo id or missing token.
+    push_request = take_push_request(training_args)
     if data_args.audit:
         from .audit import audit_for_training
 
@@ -347,6 +351,12 @@ def run_training(
             os.path.join(training_args.output_dir, SUMMARY_FILE),
             training_summary(model_args, data_args, training_args, model_path, splits, train_ds, results),
         )
+        url = finish_training_push(
+            training_args.output_dir, push_request, license=model_args.license,
+            dataset_id=data_args.dataset_id, dataset_name=data_args.dataset_name,
+        )
+        if url:
+            logger.info("Pushed to %s", url)
     return results
 
 
@@ -375,6 +385,9 @@ def training_summary(model_args, data_args, training_args, model_path, splits, t
         "unseen_rows": splits.unseen,
         "label_counts": {name: int(c) for name, c in zip(splits.label_names, counts)},
         "widget_examples": list(validation_texts[:5]),
+        "unseen_categories": splits.unseen_names,
+        "dataset_name": data_args.dataset_name,
+        "calibration": results.get("calibration"),
         "hyperparameters": {
             "learning_rate": training_args.learning_rate,
             "head_learning_rate": model_args.head_learning_rate,

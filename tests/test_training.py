@@ -65,3 +65,34 @@ def test_fit_head_separates_linearly_separable_features():
     weight, bias = fit_head(features, labels, 5)
     accuracy = ((features @ weight.T + bias).argmax(-1) == labels).float().mean().item()
     assert accuracy > 0.97
+
+
+def test_prior_correction_recovers_rare_class_and_folds_into_bias():
+    from prodcat.training import apply_prior_correction, tune_prior_correction
+
+    labels = ["A > common", "B > rare"]
+    counts = np.array([90, 10])
+    # A model biased towards the frequent class: rare items score slightly below the common logit.
+    logits = np.array([[1.0, 0.5]] * 5 + [[2.0, 0.0]] * 5)
+    references = ["B > rare"] * 5 + ["A > common"] * 5
+    tau, scores = tune_prior_correction(logits, references, labels, counts, "macro_f1", taus=(0.0, 0.5, 1.0))
+    assert scores[0.0] < scores[tau] == 1.0
+    assert tau == 0.5  # the smallest strength that fixes it wins ties
+
+    model = torch.nn.Module()
+    model.classifier = torch.nn.Linear(2, 2)
+    model.config = type("Config", (), {})()
+    with torch.no_grad():
+        model.classifier.bias.zero_()
+    apply_prior_correction(model, counts, tau)
+    expected = -tau * np.log(counts / counts.sum())
+    assert model.classifier.bias.detach().numpy() == pytest.approx(expected, rel=1e-5)
+    assert model.config.prodcat_prior_correction == 0.5
+
+
+def test_prior_correction_keeps_tau_zero_when_nothing_improves():
+    from prodcat.training import tune_prior_correction
+
+    logits = np.array([[3.0, 0.0], [0.0, 3.0]])
+    tau, _ = tune_prior_correction(logits, ["A", "B"], ["A", "B"], np.array([50, 50]))
+    assert tau == 0.0

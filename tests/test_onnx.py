@@ -1,0 +1,203 @@
+"""ONNX Runtime backend: agreement with torch (fp32 and int8), export cache and its location."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from prodcat import onnx_backend
+from prodcat.predict_cli import main
+from prodcat.predictor import Categorizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(ROOT, "data", "sample_products.csv")
+
+#: fp32 ONNX must reproduce torch: same top-1 for every text, logits within this absolute tolerance.
+FP32_LOGIT_ATOL = 1e-3
+#: Pure int8 dynamic quantization perturbs logits; top-1 must still agree with torch on at least this
+#: share of the texts (the fixture model is trained for a few steps only, so a few near-ties may flip).
+#: The default int8 path re-checks near-ties in fp32 and must agree at least as often.
+INT8_MIN_AGREEMENT = 0.97
+
+
+def clone_model(src: str, dst: str) -> str:
+    """A copy of a model folder (weights symlinked), so ONNX files never land in the shared fixture."""
+    os.makedirs(dst)
+    for name in os.listdir(src):
+        path = os.path.join(src, name)
+        if name.endswith(".safetensors"):
+            os.symlink(os.path.abspath(path), os.path.join(dst, name))
+        elif os.path.isfile(path):
+            with open(path, "rb") as source, open(os.path.join(dst, name), "wb") as target:
+                target.write(source.read())
+    return dst
+
+
+@pytest.fixture(autouse=True)
+def private_user_cache(tmp_path, monkeypatch) -> None:
+    """Export locks (and any user-cache export) go to a temporary folder, never to ~/.cache."""
+    monkeypatch.setenv("PRODCAT_CACHE", str(tmp_path / "prodcat-cache"))
+
+
+@pytest.fixture(scope="module")
+def model_copy(trained_model_dir, tmp_path_factory) -> str:
+    return clone_model(trained_model_dir, str(tmp_path_factory.mktemp("onnx") / "model"))
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return pd.read_csv(SAMPLE)["description"].head(200).tolist()
+
+
+def test_onnx_fp32_and_int8_agree_with_torch_on_top1(model_copy, texts):
+    torch_logits = Categorizer.from_pretrained(model_copy, device="cpu").logits(texts)
+    fp32 = Categorizer.from_pretrained(model_copy, backend="onnx")
+    int8 = Categorizer.from_pretrained(model_copy, backend="onnx", quantize=True, recheck_margin=0)
+    assert fp32.backend == "onnx" and int8.backend == "onnx-int8"
+    fp32_logits = fp32.logits(texts, batch_size=16)
+    np.testing.assert_allclose(fp32_logits, torch_logits, atol=FP32_LOGIT_ATOL, rtol=0)
+    assert (fp32_logits.argmax(axis=1) == torch_logits.argmax(axis=1)).all()
+    int8_logits = int8.logits(texts, batch_size=16)
+    agreement = float((int8_logits.argmax(axis=1) == torch_logits.argmax(axis=1)).mean())
+    assert agreement >= INT8_MIN_AGREEMENT, f"int8 top-1 agreement {agreement:.3f} < {INT8_MIN_AGREEMENT}"
+    assert os.path.getsize(int8.forward.path) < os.path.getsize(fp32.forward.path) / 2
+
+    # Default int8: near-ties (int8 top-2 margin < recheck margin) are recomputed with fp32.
+    rechecked = Categorizer.from_pretrained(model_copy, backend="onnx", quantize=True)
+    assert isinstance(rechecked.forward, onnx_backend.RecheckedRunner)
+    logits = rechecked.logits(texts, batch_size=16)
+    top2 = np.sort(int8_logits, axis=1)[:, -2:]
+    margin = rechecked.forward.margin
+    # Measured at quantization time: twice the int8 logit error on the category names.
+    assert margin == json.load(open(os.path.join(model_copy, "onnx", "manifest.json")))["recheck_margin"] > 0
+    near_tie = top2[:, 1] - top2[:, 0] < margin
+    np.testing.assert_allclose(logits[near_tie], fp32_logits[near_tie], atol=FP32_LOGIT_ATOL)
+    np.testing.assert_allclose(logits[~near_tie], int8_logits[~near_tie], atol=1e-6)
+    assert rechecked.forward.rechecked == int(near_tie.sum())
+    assert (logits.argmax(axis=1) == torch_logits.argmax(axis=1)).mean() >= agreement
+
+
+def test_recheck_replaces_only_near_ties():
+    int8_logits = np.array([[5.0, 4.5, 0.0], [9.0, 1.0, 0.0], [0.0, 2.0, 2.9]], dtype=np.float32)
+    fp32_logits = np.array([[1.0, 2.0, 0.0], [7.0, 1.0, 0.0], [0.0, 3.0, 1.0]], dtype=np.float32)
+
+    class Fake:
+        path = "fake.onnx"
+        input_names = ["input_ids"]
+
+        def __init__(self, logits):
+            self.logits = logits
+            self.seen: list[list[int]] = []
+
+        def __call__(self, features):
+            rows = features["input_ids"][:, 0].tolist()
+            self.seen.append(rows)
+            return self.logits[rows].copy()
+
+    int8, fp32 = Fake(int8_logits), Fake(fp32_logits)
+    runner = onnx_backend.RecheckedRunner(int8, fp32, margin=1.0)
+    out = runner({"input_ids": np.array([[0, 7], [1, 7], [2, 7]])})
+    assert fp32.seen == [[0, 2]]  # margins 0.5 and 0.9 are below 1.0; 8.0 is not
+    np.testing.assert_array_equal(out, np.stack([fp32_logits[0], int8_logits[1], fp32_logits[2]]))
+    assert (runner.rows, runner.rechecked) == (3, 2)
+
+
+def test_export_is_cached_next_to_the_model_and_reused(model_copy, texts, monkeypatch):
+    fp32_path = onnx_backend.ensure_onnx_model(model_copy)
+    int8_path = onnx_backend.ensure_onnx_model(model_copy, quantize=True)
+    assert os.path.dirname(fp32_path) == os.path.join(model_copy, "onnx") == os.path.dirname(int8_path)
+    manifest = json.load(open(os.path.join(model_copy, "onnx", "manifest.json")))
+    assert manifest["fingerprint"] == onnx_backend.model_fingerprint(model_copy)
+    stamps = (os.stat(fp32_path).st_mtime_ns, os.stat(int8_path).st_mtime_ns)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the cached ONNX files should have been reused")
+
+    monkeypatch.setattr(onnx_backend, "export_onnx", must_not_run)
+    monkeypatch.setattr(onnx_backend, "quantize_onnx", must_not_run)
+    reloaded = Categorizer.from_pretrained(model_copy, backend="onnx", quantize=True)
+    assert reloaded.forward.path == int8_path
+    assert reloaded.predict(texts[:2])[0].category
+    assert (os.stat(fp32_path).st_mtime_ns, os.stat(int8_path).st_mtime_ns) == stamps
+
+
+def test_up_to_date_onnx_folder_is_used_even_when_read_only(model_copy, monkeypatch):
+    shipped = onnx_backend.ensure_onnx_model(model_copy, quantize=True)  # e.g. pushed to / pulled from the Hub
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("an up-to-date onnx/ folder should be used as it is")
+
+    monkeypatch.setattr(onnx_backend, "_writable", lambda folder: False)
+    monkeypatch.setattr(onnx_backend, "export_onnx", must_not_run)
+    monkeypatch.setattr(onnx_backend, "quantize_onnx", must_not_run)
+    assert onnx_backend.ensure_onnx_model(model_copy, quantize=True) == shipped
+    assert os.path.dirname(shipped) == os.path.join(model_copy, "onnx")
+
+
+@pytest.fixture
+def stub_export(monkeypatch) -> list[str]:
+    """Replace the (slow) export with a stub that records calls and writes a placeholder file."""
+    calls: list[str] = []
+
+    def fake_export(model_dir, path, trust_remote_code=False):
+        calls.append(model_dir)
+        with open(path, "wb") as handle:
+            handle.write(b"placeholder")
+        return False
+
+    monkeypatch.setattr(onnx_backend, "export_onnx", fake_export)
+    return calls
+
+
+def test_changed_config_or_weights_invalidate_the_cache(trained_model_dir, tmp_path, stub_export):
+    folder = clone_model(trained_model_dir, str(tmp_path / "model"))
+    onnx_backend.ensure_onnx_model(folder)
+    onnx_backend.ensure_onnx_model(folder)
+    assert len(stub_export) == 1
+    config = json.load(open(os.path.join(folder, "config.json")))
+    config["prodcat_temperature"] = 1.7
+    json.dump(config, open(os.path.join(folder, "config.json"), "w"))
+    onnx_backend.ensure_onnx_model(folder)
+    assert len(stub_export) == 2
+    weights = os.path.join(folder, "model.safetensors")
+    data = open(weights, "rb").read()
+    os.remove(weights)  # the clone's weights are a symlink; replace them by a changed real file
+    with open(weights, "wb") as handle:
+        handle.write(data[:-1] + bytes([data[-1] ^ 1]))
+    onnx_backend.ensure_onnx_model(folder)
+    assert len(stub_export) == 3
+
+
+def test_read_only_model_folder_is_cached_in_the_user_cache(trained_model_dir, tmp_path, stub_export, monkeypatch):
+    monkeypatch.setenv("PRODCAT_CACHE", str(tmp_path / "user-cache"))
+    read_only = clone_model(trained_model_dir, str(tmp_path / "read-only"))
+    monkeypatch.setattr(onnx_backend, "_writable", lambda folder: False)  # tests run as root: chmod is no test
+    path = onnx_backend.ensure_onnx_model(read_only)
+    assert path.startswith(str(tmp_path / "user-cache" / "onnx")) and os.path.isfile(path)
+    assert not os.path.exists(os.path.join(read_only, "onnx"))
+    assert onnx_backend.ensure_onnx_model(read_only) == path and len(stub_export) == 1
+
+
+def test_hub_cache_snapshot_is_cached_in_the_user_cache(trained_model_dir, tmp_path, stub_export, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setenv("PRODCAT_CACHE", str(tmp_path / "user-cache"))
+    snapshot = clone_model(trained_model_dir, str(tmp_path / "hub" / "models--org--name" / "snapshots" / "abc"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    path = onnx_backend.ensure_onnx_model(snapshot)
+    assert path.startswith(str(tmp_path / "user-cache" / "onnx"))
+    assert not os.path.exists(os.path.join(snapshot, "onnx"))
+
+
+def test_cli_onnx_backend_with_quantize_and_threads(model_copy, texts, capsys):
+    expected = Categorizer.from_pretrained(model_copy, backend="onnx", quantize=True).predict(texts[:3])
+    argv = ["--model", model_copy, *texts[:3], "--backend", "onnx", "--quantize", "--num_threads", "1"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(" -> ")[1].rsplit(" (", 1)[0] for line in lines] == [p.category for p in expected]
+    runner = onnx_backend.OnnxRunner(onnx_backend.ensure_onnx_model(model_copy), num_threads=1)
+    assert runner.session.get_session_options().intra_op_num_threads == 1
