@@ -7,15 +7,18 @@ predict items/s). ``--write`` also puts the table and a PNG bar chart into ``BEN
     python benchmarks/accuracy.py                      # both datasets, all methods
     python benchmarks/accuracy.py --datasets pricerunner-35k --methods tfidf fasttext
     python benchmarks/accuracy.py --write              # update BENCHMARKS.md and benchmarks/accuracy.png
+    python benchmarks/accuracy.py --parallel --write   # the two datasets side by side, one core each
 
-prodcat runs with its defaults: the only flags passed are the data files, the text column and
-the output folder (its validation split is carved from train.csv; test.csv is only scored).
+prodcat runs with its defaults: the only flags passed are the data files, the text column, the
+output folder and the dataset's name for the model card (its validation split is carved from train.csv; test.csv is only scored).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import re
 import sys
 import tempfile
@@ -81,14 +84,16 @@ def run_fasttext(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> tuple[li
     return predicted, train_seconds, items_per_second
 
 
-def run_prodcat(train_path: str, test: pd.DataFrame, test_path: str, output_dir: str) -> tuple[list[str], float, float]:
+def run_prodcat(train_path: str, test: pd.DataFrame, test_path: str, output_dir: str, dataset: str) -> tuple[list[str], float, float]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from prodcat.args import parse_train_args
     from prodcat.inference import predict_logits
     from prodcat.training import run_training
 
-    flags = ["--train_file", train_path, "--test_file", test_path, "--text_columns", "text", "--output_dir", output_dir]
+    # Data and output locations only (plus the card's dataset name): every training setting is a default.
+    flags = ["--train_file", train_path, "--test_file", test_path, "--text_columns", "text", "--output_dir", output_dir,
+             "--dataset_name", dataset]
     results = run_training(*parse_train_args(flags))
     train_seconds = results["train"]["train_wall_seconds"]
     model = AutoModelForSequenceClassification.from_pretrained(output_dir)
@@ -167,8 +172,54 @@ def main() -> int:
     parser.add_argument("--output_dir", default=os.path.join(ROOT, "bench_out"), help="Where prodcat models are written.")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--write", action="store_true", help="Update BENCHMARKS.md and benchmarks/accuracy.png.")
+    parser.add_argument(
+        "--parallel", action="store_true",
+        help="Run each dataset in its own process pinned to its own core with one thread (the datasets train side by side).",
+    )
+    parser.add_argument("--rows_json", help=argparse.SUPPRESS)  # used by --parallel's child processes
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    rows = run_parallel(args) if args.parallel and len(args.datasets) > 1 else run_datasets(args)
+    if args.rows_json:
+        with open(args.rows_json, "w") as handle:
+            json.dump(rows, handle)
+        return 0
+    if not rows:
+        print("no dataset found: nothing to benchmark")
+        return 0
+    table = format_table(rows)
+    print("\n" + table)
+    if args.write:
+        png = os.path.join(ROOT, "benchmarks", "accuracy.png")
+        plot(rows, png)
+        write_benchmarks_md(table, png)
+        print(f"wrote BENCHMARKS.md and {os.path.relpath(png, ROOT)}")
+    return 0
+
+
+def run_parallel(args: argparse.Namespace) -> list[dict]:
+    """One child process per dataset, each pinned to one core with one thread; rows come back as JSON."""
+    cores = sorted(os.sched_getaffinity(0))
+    children = []
+    with tempfile.TemporaryDirectory() as folder:
+        for i, dataset in enumerate(args.datasets):
+            rows_json = os.path.join(folder, f"{i}.json")
+            command = [sys.executable, os.path.abspath(__file__), "--datasets", dataset, "--methods", *args.methods,
+                       "--output_dir", args.output_dir, "--seed", str(args.seed), "--rows_json", rows_json]
+            env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+            core = cores[i % len(cores)]
+            children.append((rows_json, subprocess.Popen(command, env=env, preexec_fn=lambda c=core: os.sched_setaffinity(0, {c}))))
+        rows = []
+        for rows_json, child in children:
+            if child.wait() != 0:
+                raise SystemExit(f"a benchmark process failed (exit {child.returncode})")
+            with open(rows_json) as handle:
+                rows.extend(json.load(handle))
+    return rows
+
+
+def run_datasets(args: argparse.Namespace) -> list[dict]:
+    """Train and score every method on every dataset in this process; returns the table rows."""
     rows = []
     for dataset in args.datasets:
         train_path, test_path = (os.path.join(DATA, dataset, f"{split}.csv") for split in ("train", "test"))
@@ -181,7 +232,7 @@ def main() -> int:
             print(f"== {dataset}: {METHOD_NAMES[method]}", flush=True)
             if method == "prodcat":
                 out = os.path.join(args.output_dir, dataset)
-                predicted, train_seconds, ips = run_prodcat(train_path, test, test_path, out)
+                predicted, train_seconds, ips = run_prodcat(train_path, test, test_path, out, dataset)
             elif method == "tfidf":
                 predicted, train_seconds, ips = run_tfidf(train, test, args.seed)
             else:
@@ -190,17 +241,7 @@ def main() -> int:
             row.update(score(predicted, test.category.tolist()))
             rows.append(row)
             print(format_table([row]), flush=True)
-    if not rows:
-        print("no dataset found: nothing to benchmark")
-        return 0
-    table = format_table(rows)
-    print("\n" + table)
-    if args.write:
-        png = os.path.join(ROOT, "benchmarks", "accuracy.png")
-        plot(rows, png)
-        write_benchmarks_md(table, png)
-        print(f"wrote BENCHMARKS.md and {os.path.relpath(png, ROOT)}")
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

@@ -147,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     results["(a) transformers.pipeline, batch 32"] = time_engine(
         pipeline_many, lambda text: classifier(text), titles, latency_titles
     )
-    del classifier
 
     engines = {
         "(b) prodcat torch": dict(backend="torch", device="cpu"),

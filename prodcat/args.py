@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from dataclasses import dataclass, field
@@ -50,7 +51,14 @@ class ModelArguments:
         },
     )
     head_learning_rate: float | None = field(
-        default=None, metadata={"help": "Learning rate of the classifier head and pooler (default: --learning_rate)."}
+        default=2e-3, metadata={"help": "Learning rate of the classifier head and pooler (None: same as --learning_rate)."}
+    )
+    freeze_word_embeddings: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep the word-embedding matrix fixed (about half of a small model's weights): each step "
+            "skips its dense gradient and AdamW update, which is a large share of a CPU step for short titles."
+        },
     )
     class_weights: str = field(
         default="none",
@@ -60,7 +68,7 @@ class ModelArguments:
         },
     )
     hierarchy_loss_weight: float = field(
-        default=0.0,
+        default=0.5,
         metadata={"help": "Weight of the extra loss on each parent level (probabilities summed over leaves); 0 = off."},
     )
     license: str | None = field(
@@ -135,8 +143,11 @@ class ProdcatTrainingArguments(TrainingArguments):
     metric_for_best_model: str | None = _with_default("macro_f1", "Validation metric that picks the best checkpoint.")
     greater_is_better: bool | None = _with_default(True, "Higher metric is better.")
     save_total_limit: int | None = _with_default(1, "Checkpoints kept (the best is always kept).")
-    learning_rate: float = _with_default(1e-4, "Peak AdamW learning rate for the encoder.")
-    num_train_epochs: float = _with_default(5.0, "Epochs.")
+    learning_rate: float = _with_default(2e-4, "Peak AdamW learning rate for the encoder.")
+    num_train_epochs: float = _with_default(
+        0.0, "Epochs; 0 = choose from the data (more passes when categories have few examples, see training.auto_num_epochs)."
+    )
+    label_smoothing_factor: float = _with_default(0.1, "Label smoothing (catalogue labels are noisy).")
     per_device_train_batch_size: int = _with_default(32, "Training batch size per device.")
     per_device_eval_batch_size: int = _with_default(128, "Evaluation batch size per device.")
     warmup_steps: float = _with_default(0.06, "Warm-up: a float < 1 is a share of all steps.")
@@ -144,8 +155,13 @@ class ProdcatTrainingArguments(TrainingArguments):
     train_sampling_strategy: str = _with_default("group_by_length", "Batch similar lengths together (less padding).")
     report_to: None | str | list[str] = _with_default("none", "Experiment trackers (none by default).")
     dataloader_pin_memory: bool = _with_default(False, "Pinned memory only helps GPU transfers.")
+    resume_from_checkpoint: str | None = _with_default(
+        None, "Continue an interrupted run: a checkpoint-N folder, or 'latest' (the newest complete one in --output_dir)."
+    )
     average_tokens_across_devices: bool = _with_default(
-        False, "Keep False: True makes DDP report the loss multiplied by the number of processes."
+        False,
+        "False: each process normalises its own loss, so the logged loss has the single-process scale under DDP "
+        "(with True, Trainer multiplies the loss of BERT models by the number of processes).",
     )
 
 
@@ -153,24 +169,106 @@ def _parser() -> HfArgumentParser:
     return HfArgumentParser((ModelArguments, DataArguments, ProdcatTrainingArguments))
 
 
+def _launched_on_cpu_only() -> bool:
+    """Several processes (torchrun / accelerate launch) on a machine without a GPU.
+
+    There Trainer only runs distributed (gloo) with ``use_cpu``; without it every process would
+    train alone on all the data and write the same output directory.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+
+    xpu = getattr(torch, "xpu", None)
+    return not torch.cuda.is_available() and not (xpu is not None and xpu.is_available())
+
+
 def parse_train_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, ProdcatTrainingArguments]:
     """Parse CLI flags, or a single ``.json`` / ``.yaml`` config file, into the three argument groups."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if _launched_on_cpu_only():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")  # read by TrainingArguments when it sets up devices
     parser = _parser()
     if len(argv) == 1 and argv[0].lower().endswith((".json", ".yaml", ".yml")):
         path = argv[0]
-        if not os.path.isfile(path):
-            raise ProdcatError(f"{path}: config file not found")
+        config = _read_config_file(parser, path)
         try:
-            if path.lower().endswith(".json"):
-                return parser.parse_json_file(path, allow_extra_keys=False)
-            return parser.parse_yaml_file(path, allow_extra_keys=False)
+            return parser.parse_dict(config, allow_extra_keys=False)
         except ValueError as err:
             message = str(err).strip().splitlines()[0]
             raise ProdcatError(f"{path}: {message}; see python train.py --help for the valid keys") from None
         except Exception as err:
-            raise ProdcatError(f"{path}: cannot read the config file ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+            raise ProdcatError(f"{path}: invalid config ({type(err).__name__}: {_first_line(err)})") from None
     try:
         return parser.parse_args_into_dataclasses(args=argv)
     except ValueError as err:
         raise ProdcatError(f"invalid arguments: {str(err).strip().splitlines()[0]}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _read_config_file(parser: HfArgumentParser, path: str) -> dict:
+    """A JSON / YAML config as a dict whose values have the types the command line would give them.
+
+    ``HfArgumentParser.parse_dict`` does not convert types, so ``num_train_epochs: "3"`` or YAML's
+    ``learning_rate: 1e-4`` (a *string* for PyYAML) would fail deep inside training. Strings that
+    are valid for the option's type are converted (a documented repair); anything else is a
+    one-line error naming the key.
+    """
+    if not os.path.isfile(path):
+        raise ProdcatError(f"{path}: config file not found")
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            if path.lower().endswith(".json"):
+                import json
+
+                config = json.load(handle)
+            else:
+                import yaml
+
+                config = yaml.safe_load(handle)
+    except UnicodeDecodeError:
+        raise ProdcatError(f"{path}: the config file is not UTF-8 text") from None
+    except Exception as err:  # json.JSONDecodeError, yaml.YAMLError
+        raise ProdcatError(f"{path}: cannot read the config file ({type(err).__name__}: {_first_line(err)})") from None
+    if not isinstance(config, dict):
+        raise ProdcatError(f"{path}: a config file must map option names to values, e.g. {{\"num_train_epochs\": 3}}")
+    actions = {action.dest: action for action in parser._actions if action.type is not None}
+    for key, value in list(config.items()):
+        action = actions.get(key)
+        if action is None or value is None or isinstance(value, (list, dict)):
+            continue  # unknown keys are reported by parse_dict; lists go to nargs options such as report_to
+        config[key] = _typed_config_value(path, key, value, action)
+    return config
+
+
+def _typed_config_value(path: str, key: str, value, action):
+    """``value`` converted like the command line would (``"3"`` -> 3.0 for a float option), or a ProdcatError."""
+    kind = action.type
+    try:
+        if kind in (int, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ValueError
+            number = float(value)
+            if kind is int:
+                if not number.is_integer():
+                    raise ValueError
+                number = int(value) if isinstance(value, int) else int(number)
+            value = number
+        elif kind is str:
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise ValueError
+            value = str(value)
+        elif not isinstance(value, bool):  # string_to_bool and other converters take the CLI's strings
+            if not isinstance(value, str):
+                raise ValueError
+            value = kind(value)
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        expected = {int: "an integer", float: "a number", str: "a string"}.get(kind, "true or false")
+        raise ProdcatError(f"{path}: {key} must be {expected}, got {value!r}") from None
+    if action.choices and value not in action.choices:
+        raise ProdcatError(f"{path}: {key} must be one of {', '.join(map(str, action.choices))}, got {value!r}")
+    return value

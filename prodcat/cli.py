@@ -28,7 +28,9 @@ def run_guarded(main: Callable[[list[str]], int], argv: list[str]) -> int:
     try:
         return main(argv) or 0
     except ProdcatError as err:
-        print(f"prodcat: error: {err}", file=sys.stderr)
+        # A training stopped by Ctrl-C / SIGTERM (prodcat.interrupt.TrainingInterrupted) is not an error.
+        kind = "stopped" if getattr(err, "signum", None) else "error"
+        print(f"prodcat: {kind}: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("prodcat: interrupted", file=sys.stderr)
@@ -42,6 +44,8 @@ def train_main(argv: list[str]) -> int:
     from .training import run_training
 
     results = run_training(*parse_train_args(argv))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun / accelerate launch the main process reports
     for split in ("eval", "test"):
         if split in results:
             shown = {k: round(v, 4) for k, v in results[split].items() if isinstance(v, float) and "runtime" not in k and "per_second" not in k}

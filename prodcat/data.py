@@ -13,9 +13,16 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import json
 import logging
+import math
 import os
+import re
+import unicodedata
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +50,19 @@ def decode_label_id(label_id: int, label_names: list[str], unseen_names: list[st
 
 _READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
+#: Longest text kept, in characters; longer texts are clipped (and counted in a warning). The model
+#: never sees more than ``max_seq_length`` tokens (a few thousand characters at most), so nothing it
+#: could use is lost, while a multi-megabyte cell (an HTML page or an image pasted into a
+#: description) would otherwise cost seconds of tokenisation and memory for nothing.
+MAX_TEXT_CHARS = 50_000
+
+#: Whole-label spellings that mean "no category" when a catalogue is exported (pandas / NumPy
+#: ``nan``, SQL ``NULL``, Python ``None``, R / Excel ``NA``, ``#N/A``); compared case-insensitively.
+#: Rows with such a label are dropped and counted like rows with an empty label.
+MISSING_LABEL_SPELLINGS = frozenset({"nan", "none", "null", "na", "n/a", "#n/a"})
+
+_SEPARATOR_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+
 
 def file_format(path: str) -> str:
     """``csv``, ``tsv``, ``jsonl`` or ``parquet`` from the file extension, or a ProdcatError."""
@@ -55,9 +75,22 @@ def file_format(path: str) -> str:
 
 
 def read_frame(path: str) -> pd.DataFrame:
-    """Read a whole table as strings (no NaN guessing: ``"NA"`` stays a product name).
+    """Read a whole table; every scalar cell becomes a string (no NaN guessing: ``"NA"`` stays a product name).
 
-    Raises ProdcatError with the file name (and line where known) for anything unreadable.
+    CSV / TSV cells are read verbatim; JSON Lines and Parquet values are turned into text the way a
+    person would write them (``3`` -> ``"3"``, ``2.0`` -> ``"2"``, ``null`` / NaN -> ``""``, UTF-8
+    bytes decoded). Nested values (lists, objects) are kept as they are; :func:`load_table` decides
+    what they mean for the columns it uses. ``frame.attrs["source_rows"]`` holds where each row is in
+    the file (see :func:`source_row_numbers`).
+
+    Raises ProdcatError with the file name, and the line or column where known, for anything
+    unreadable: missing or empty file, no header, duplicated column names, bytes that are not UTF-8,
+    a row with more cells than the header, an unbalanced quote, a bad JSON line.
+
+    Documented repairs: a UTF-8 byte order mark is ignored; column names are stripped of
+    surrounding spaces and an empty one becomes ``Unnamed: <position>`` (pandas' name); blank lines
+    are skipped; a CSV row with fewer cells than the header gets empty cells, and empty cells after
+    the last column (a trailing separator) are dropped, each counted in a warning.
     """
     if not os.path.exists(path):
         raise ProdcatError(f"{path}: file not found; check the path")
@@ -68,66 +101,308 @@ def read_frame(path: str) -> pd.DataFrame:
         raise ProdcatError(f"{path}: file is empty; it needs a header row and at least one product")
     try:
         if fmt in ("csv", "tsv"):
-            frame = pd.read_csv(
-                path,
-                sep="," if fmt == "csv" else "\t",
-                dtype=str,
-                keep_default_na=False,
-                encoding="utf-8-sig",  # a BOM written by Excel is not part of the first column's name
-            )
+            frame = _read_delimited(path, "," if fmt == "csv" else "\t")
         elif fmt == "jsonl":
             frame = _read_jsonl(path)
         else:
-            frame = pd.read_parquet(path)
+            frame = _read_parquet(path)
     except ProdcatError:
         raise
-    except UnicodeDecodeError as err:
-        raise ProdcatError(f"{path}: {_decode_error_location(path, err)}; save the file as UTF-8") from None
-    except pd.errors.EmptyDataError:
-        raise ProdcatError(f"{path}: file has no header row; the first line must name the columns") from None
-    except pd.errors.ParserError as err:
-        raise ProdcatError(f"{path}: cannot parse the table ({_first_line(err)}); check quoting and separators") from None
+    except UnicodeDecodeError:
+        raise ProdcatError(f"{path}: {describe_decode_error(path)}") from None
+    except MemoryError:
+        raise ProdcatError(f"{path}: the file does not fit in memory; split it into smaller files") from None
     except Exception as err:  # pyarrow and friends raise many types; all mean "unreadable"
         raise ProdcatError(f"{path}: cannot read the file ({type(err).__name__}: {_first_line(err)})") from None
-    duplicated = [c for c in frame.columns if isinstance(c, str) and "." in c and c.rsplit(".", 1)[0] in frame.columns]
-    if duplicated and fmt in ("csv", "tsv"):
-        raise ProdcatError(
-            f"{path}: duplicated column name(s) {', '.join(sorted({c.rsplit('.', 1)[0] for c in duplicated}))}; "
-            "give every column a unique name"
-        )
     return frame
 
 
-def _read_jsonl(path: str) -> pd.DataFrame:
-    import json
+def source_row_numbers(frame: pd.DataFrame) -> list[int]:
+    """Where each row of a :func:`read_frame` table is in its file, for messages and reports.
 
-    rows = []
+    CSV / TSV: the line on which the row starts (the header is line 1; a text with quoted line
+    breaks makes later rows start further down). JSON Lines: the line number. Parquet: the row
+    number counting the header as row 1, as a spreadsheet would show it. Frames not made by
+    :func:`read_frame` get ``index + 2``.
+    """
+    rows = frame.attrs.get("source_rows")
+    return list(rows) if rows is not None and len(rows) == len(frame) else [i + 2 for i in range(len(frame))]
+
+
+@contextlib.contextmanager
+def _large_csv_fields():
+    # The csv module refuses cells over 128 KiB by default; a product export can have bigger ones
+    # (they are clipped later, see MAX_TEXT_CHARS).
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, 2**31 - 1))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _column_names(raw: list[str], path: str, line: int) -> list[str]:
+    names = [name.strip() or f"Unnamed: {position}" for position, name in enumerate(raw)]
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names):
+        if name in seen:
+            raise ProdcatError(
+                f"{path}: columns {seen[name] + 1} and {position + 1} of the header (line {line}) are both named "
+                f"{name!r}; give every column a unique name"
+            )
+        seen[name] = position
+    return names
+
+
+def _delimited_rows(path: str, sep: str) -> Iterator[tuple[list[str], int, list[str]]]:
+    """``(header, line, cells)`` for every row of a CSV / TSV file, read with the ``csv`` module.
+
+    The first item has ``line == 0`` and no cells (the header alone, so it can be read without the
+    rows). pandas' parser is not used because it silently renames a duplicated ``name`` to
+    ``name.1`` and, when every row has one cell more than the header, turns the first column into
+    the index and shifts the others. Errors are ProdcatErrors naming the line.
+    """
+    header: list[str] | None = None
+    padded = trimmed = 0
+    try:
+        with _large_csv_fields(), open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, delimiter=sep)
+            while True:
+                start = reader.line_num + 1
+                try:
+                    record = next(reader)
+                except StopIteration:
+                    break
+                if not record or (len(record) == 1 and not record[0].strip()):
+                    continue  # blank line
+                if header is None:
+                    header = _column_names(record, path, start)
+                    yield header, 0, []
+                    continue
+                width = len(header)
+                if len(record) != width and reader.line_num > start:
+                    raise ProdcatError(
+                        f"{path}: line {start}: a quoted text starting on this line runs on to line {reader.line_num} and the "
+                        f"row has {len(record)} cells instead of {width}; check for an unbalanced quote (\")"
+                    )
+                if len(record) < width:
+                    record = record + [""] * (width - len(record))
+                    padded += 1
+                elif len(record) > width:
+                    if any(cell.strip() for cell in record[width:]):
+                        name = _SEPARATOR_NAMES.get(sep, repr(sep))
+                        raise ProdcatError(
+                            f"{path}: line {start} has {len(record)} cells but the header has {width}; put texts that contain "
+                            f"a {name} in double quotes (\"Pens, blue\") or remove the stray {name}s"
+                        )
+                    record = record[:width]
+                    trimmed += 1
+                yield header, start, record
+    except UnicodeDecodeError:
+        raise ProdcatError(f"{path}: {describe_decode_error(path)}") from None
+    except csv.Error as err:
+        raise ProdcatError(f"{path}: cannot parse the table ({_first_line(err)}); check quoting and separators") from None
+    if header is None:
+        raise ProdcatError(f"{path}: file has no header row; the first line must name the columns")
+    if padded:
+        logger.warning("%s: %d row(s) have fewer cells than the header; the missing cells are read as empty", path, padded)
+    if trimmed:
+        logger.warning("%s: %d row(s) end with empty cells beyond the last column (a trailing separator); ignored", path, trimmed)
+
+
+def _delimiter(path: str) -> str:
+    fmt = file_format(path)
+    if fmt not in ("csv", "tsv"):
+        raise ValueError(f"{path}: not a CSV / TSV file")
+    return "," if fmt == "csv" else "\t"
+
+
+def _frame_of_rows(header: list[str], rows: list[list[str]], lines: list[int]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=header, dtype=object) if rows else pd.DataFrame({name: [] for name in header}, dtype=object)
+    frame.attrs["source_rows"] = lines
+    return frame
+
+
+def _read_delimited(path: str, sep: str) -> pd.DataFrame:
+    header: list[str] = []
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    for header, line, cells in _delimited_rows(path, sep):
+        if line:
+            rows.append(cells)
+            lines.append(line)
+    return _frame_of_rows(header, rows, lines)
+
+
+def read_header(path: str) -> list[str]:
+    """Column names of a CSV / TSV file exactly as :func:`read_frame` names them, reading only the header.
+
+    Raises the same ProdcatErrors (duplicated names, not UTF-8, no header).
+    """
+    for header, _line, _cells in _delimited_rows(path, _delimiter(path)):
+        return header
+    raise ProdcatError(f"{path}: file has no header row; the first line must name the columns")  # pragma: no cover
+
+
+def iter_delimited_frames(path: str, chunk_size: int) -> Iterator[pd.DataFrame]:
+    """A CSV / TSV file as DataFrames of at most ``chunk_size`` rows, checked and repaired like :func:`read_frame`.
+
+    For streaming (prediction on big files): memory stays bounded by the chunk size.
+    """
+    header: list[str] = []
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    for header, line, cells in _delimited_rows(path, _delimiter(path)):
+        if not line:
+            continue
+        rows.append(cells)
+        lines.append(line)
+        if len(rows) == chunk_size:
+            yield _frame_of_rows(header, rows, lines)
+            rows, lines = [], []
+    if rows:
+        yield _frame_of_rows(header, rows, lines)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    obj: dict = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
+def _read_jsonl(path: str) -> pd.DataFrame:
+    rows: list[dict] = []
+    lines: list[int] = []
     with open(path, encoding="utf-8-sig") as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line, object_pairs_hook=_object_without_duplicate_keys)
+            except _DuplicateKey as key:
+                raise ProdcatError(f"{path}: line {line_number} has the key {str(key)!r} twice; keep one") from None
             except json.JSONDecodeError as err:
+                if not rows and line.lstrip().startswith("["):
+                    raise ProdcatError(
+                        f"{path}: a JSON array, not JSON Lines; write one product object per line "
+                        "(pandas: to_json(path, orient='records', lines=True))"
+                    ) from None
                 raise ProdcatError(f"{path}: line {line_number} is not valid JSON ({err.msg}); fix or remove that line") from None
             if not isinstance(row, dict):
-                raise ProdcatError(f"{path}: line {line_number} is not a JSON object; each line must be {{\"column\": value, ...}}")
+                if not rows and isinstance(row, list):
+                    raise ProdcatError(
+                        f"{path}: a JSON array, not JSON Lines; write one product object per line "
+                        "(pandas: to_json(path, orient='records', lines=True))"
+                    )
+                kind = "a JSON array" if isinstance(row, list) else "not a JSON object"
+                raise ProdcatError(f"{path}: line {line_number} is {kind}; each line must be one product {{\"column\": value, ...}}")
             rows.append(row)
+            lines.append(line_number)
     if not rows:
         raise ProdcatError(f"{path}: no JSON lines found; each line must be one product as a JSON object")
-    return pd.DataFrame(rows)
+    keys: dict[str, None] = {}
+    for row in rows:
+        keys.update(dict.fromkeys(row))
+    # Built column by column (not pd.DataFrame(rows)): pandas would turn integers into floats as
+    # soon as one row lacks the key, and long numbers (barcodes) would lose digits.
+    columns = {key: [row.get(key) for row in rows] for key in keys}
+    frame = pd.DataFrame({key: _text_values(values, path, key, lines, "line") for key, values in columns.items()}, dtype=object)
+    frame.attrs["source_rows"] = lines
+    return frame
 
 
-def _decode_error_location(path: str, err: UnicodeDecodeError) -> str:
+def _read_parquet(path: str) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    names = [n for n in table.column_names if not re.fullmatch(r"__index_level_\d+__", n)]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ProdcatError(f"{path}: duplicated column name(s) {', '.join(map(repr, duplicated))}; give every column a unique name")
+    rows = list(range(2, table.num_rows + 2))
+    data, types = {}, {}
+    for name in names:
+        column = table.column(name)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            types[name] = str(column.type)
+        data[name] = _text_values(column.to_pylist(), path, name, rows, "row")
+    frame = pd.DataFrame(data, dtype=object) if names else pd.DataFrame()
+    frame.attrs["source_rows"] = rows
+    frame.attrs["column_types"] = types  # non-string Parquet columns, reported when they are used
+    return frame
+
+
+def _is_nested(value) -> bool:
+    return isinstance(value, (list, tuple, dict, set, np.ndarray))
+
+
+def _scalar_text(value) -> str:
+    """A scalar cell as text: ``None``/NaN -> ``""``, ``3``/``3.0`` -> ``"3"``, bytes decoded as UTF-8."""
+    if isinstance(value, str):
+        return value
+    if value is None or value is pd.NA or value is pd.NaT:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value):
+            return ""
+        # 3.0 -> "3": a category id or a size that went through a float column is still "3".
+        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8")
+    return str(value)
+
+
+def _text_values(values: list, path: str, column: str, rows: list[int], unit: str) -> list:
+    out = []
+    for value, row in zip(values, rows):
+        if _is_nested(value):
+            out.append(value)  # judged by load_table, only if the column is used
+            continue
+        try:
+            out.append(_scalar_text(value))
+        except UnicodeDecodeError:
+            raise ProdcatError(
+                f"{path}: {unit} {row}, column {column!r}: bytes that are not UTF-8 text; store the column as UTF-8 strings"
+            ) from None
+    return out
+
+
+def describe_decode_error(path: str) -> str:
+    """Which line of ``path`` holds the first byte that is not UTF-8, what the file probably is, and the fix.
+
+    Example:
+        >>> describe_decode_error("latin1.csv")
+        'line 4 is not valid UTF-8 (byte 0xe9) (it looks like Windows-1252 / Latin-1: ...); save the file as UTF-8'
+    """
     with open(path, "rb") as handle:
         data = handle.read()
-    # The decoder's offset is relative to the chunk pandas handed it; find the first bad byte ourselves.
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "the file is UTF-16 (Excel 'Unicode Text'); save it as CSV UTF-8"
     try:
         data.decode("utf-8")
-        return "not valid UTF-8"
+        return "not valid UTF-8; save the file as UTF-8"
     except UnicodeDecodeError as exact:
         line = data.count(b"\n", 0, exact.start) + 1
-        return f"line {line} is not valid UTF-8 (byte 0x{data[exact.start]:02x})"
+        hint = ""
+        try:
+            data.decode("cp1252")
+            hint = " (it looks like Windows-1252 / Latin-1: re-save as UTF-8, e.g. iconv -f cp1252 -t utf-8)"
+        except UnicodeDecodeError:
+            pass
+        return f"line {line} is not valid UTF-8 (byte 0x{data[exact.start]:02x}){hint}; save the file as UTF-8"
 
 
 def _first_line(err: BaseException) -> str:
@@ -136,8 +411,22 @@ def _first_line(err: BaseException) -> str:
 
 
 def _missing_columns_error(path: str, missing: list[str], header: list[str]) -> ProdcatError:
+    shown = ", ".join(map(str, header[:30])) + (f", ... ({len(header)} columns)" if len(header) > 30 else "")
+    hints = []
+    if len(header) == 1:
+        for sep, name in _SEPARATOR_NAMES.items():
+            if sep in header[0]:
+                fix = "rename it to .tsv" if sep == "\t" else "save it comma-separated"
+                hints.append(f"the header looks {name}-separated: {fix}")
+                break
+    folded = {str(c).strip().casefold(): str(c) for c in header}
+    for name in missing:
+        match = folded.get(name.strip().casefold())
+        if match is not None and match != name:
+            hints.append(f"did you mean {match!r}?")
+    hint = f"; {'; '.join(hints)}" if hints else ""
     return ProdcatError(
-        f"{path}: no column {', '.join(repr(c) for c in missing)} (the file has: {', '.join(map(str, header))}); "
+        f"{path}: no column {', '.join(repr(c) for c in missing)} (the file has: {shown}){hint}; "
         "pass --text_columns / --label_column"
     )
 
@@ -157,14 +446,60 @@ class ProductTable:
         return len(self.texts)
 
 
-def join_text_columns(frame: pd.DataFrame, text_columns: list[str]) -> list[str]:
-    """Join the chosen columns with ``". "`` between non-empty values, collapsing whitespace."""
-    columns = [frame[c].fillna("").astype(str).tolist() for c in text_columns]
-    joined = []
+def _cell_as_text(value) -> str:
+    """A text-column cell as text; lists (e.g. a JSON ``features`` array) are joined with ", "."""
+    if _is_nested(value):
+        if isinstance(value, dict):
+            return json.dumps(value, ensure_ascii=False)
+        return ", ".join(_cell_as_text(v) for v in value)
+    try:
+        return _scalar_text(value)
+    except UnicodeDecodeError:
+        return bytes(value).decode("utf-8", errors="replace")
+
+
+def _join_text_columns(frame: pd.DataFrame, text_columns: list[str]) -> tuple[list[str], int]:
+    columns = []
+    for column in text_columns:
+        values = frame[column].tolist()
+        if not all(isinstance(v, str) for v in values):
+            values = [_cell_as_text(v) for v in values]
+        columns.append(values)
+    joined, clipped = [], 0
     for values in zip(*columns):
         parts = [" ".join(v.split()) for v in values]
-        joined.append(". ".join(p for p in parts if p))
-    return joined
+        text = ". ".join(p for p in parts if p)
+        if not text.isascii():
+            # One spelling per character: "é" typed as e + combining accent is the same product text.
+            text = unicodedata.normalize("NFC", text)
+        if len(text) > MAX_TEXT_CHARS:
+            text = text[:MAX_TEXT_CHARS]
+            clipped += 1
+        joined.append(text)
+    return joined, clipped
+
+
+def join_text_columns(frame: pd.DataFrame, text_columns: list[str]) -> list[str]:
+    """Join the chosen columns with ``". "`` between non-empty values, collapsing whitespace.
+
+    Cells that are not strings become text (``3`` -> ``"3"``, missing -> ``""``, a list -> its items
+    joined with ``", "``); the result is Unicode NFC and at most ``MAX_TEXT_CHARS`` characters.
+    """
+    texts, clipped = _join_text_columns(frame, text_columns)
+    if clipped:
+        logger.warning("%d text(s) longer than %d characters clipped", clipped, MAX_TEXT_CHARS)
+    return texts
+
+
+def _label_text(value, path: str, column: str, row: int, unit: str) -> str:
+    if _is_nested(value):
+        kind = "an object" if isinstance(value, dict) else "a list"
+        raise ProdcatError(
+            f"{path}: {unit} {row}, column {column!r} holds {kind}, not a category path; store one path string per "
+            "product, e.g. 'Electronics > Audio' (levels joined with --label_separator)"
+        )
+    text = _scalar_text(value)
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 def load_table(
@@ -178,19 +513,45 @@ def load_table(
     """Read ``path`` and return texts and normalised labels, dropping (and counting) empty rows.
 
     ``label_column=None`` reads texts only (prediction). Raises ProdcatError for missing columns,
-    listing the columns the file has.
+    listing the columns the file has, and for a file with a header but no rows (``require_rows``).
+
+    Labels: any value is a category name (``3`` -> ``"3"``, a numeric category id is legitimate);
+    it is NFC-normalised and put in canonical form by :func:`normalize_path` (stray separators
+    such as ``"A >> B >"`` collapse to ``"A > B"``). Empty labels and the placeholders in
+    ``MISSING_LABEL_SPELLINGS`` (``nan``, ``null``, ...) are dropped and counted. A list or object
+    in the label column is an error naming the row. Texts longer than ``MAX_TEXT_CHARS`` are
+    clipped and counted.
     """
+    if label_column and label_column in text_columns:
+        raise ProdcatError(
+            f"--text_columns includes the label column {label_column!r}: the model would read the answer; "
+            "remove it from --text_columns"
+        )
     frame = read_frame(path)
     wanted = list(text_columns) + ([label_column] if label_column else [])
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
         raise _missing_columns_error(path, missing, [str(c) for c in frame.columns])
-    texts = join_text_columns(frame, text_columns)
+    if require_rows and len(frame) == 0:
+        raise ProdcatError(f"{path}: has a header but no product rows; add products below the header line")
+    rows = source_row_numbers(frame)
+    unit = "row" if file_format(path) == "parquet" else "line"
+    for column, kind in frame.attrs.get("column_types", {}).items():
+        if column in wanted:
+            logger.warning("%s: column %r has type %s; its %d values are used as text", path, column, kind, len(frame))
+    texts, clipped = _join_text_columns(frame, text_columns)
+    if clipped:
+        logger.warning("%s: %d text(s) longer than %d characters clipped", path, clipped, MAX_TEXT_CHARS)
+    placeholders = 0
     if label_column:
-        raw_labels = frame[label_column]
-        if raw_labels.dtype != object:
-            raw_labels = raw_labels.astype(str)
-        labels = [normalize_path(v, label_separator) if isinstance(v, str) else "" for v in raw_labels.tolist()]
+        labels = []
+        for value, row in zip(frame[label_column].tolist(), rows):
+            text = _label_text(value, path, label_column, row, unit)
+            if text.strip().casefold() in MISSING_LABEL_SPELLINGS:
+                placeholders += 1
+                labels.append("")
+            else:
+                labels.append(normalize_path(text, label_separator))
     else:
         labels = [""] * len(texts)
     keep, empty_text, empty_label = [], 0, 0
@@ -203,7 +564,11 @@ def load_table(
             keep.append(i)
     if empty_text or empty_label:
         logger.warning(
-            "%s: dropped %d row(s) with empty text and %d with an empty label", path, empty_text, empty_label
+            "%s: dropped %d row(s) with empty text and %d with an empty label%s",
+            path,
+            empty_text,
+            empty_label,
+            f" ({placeholders} of the labels were placeholders such as 'nan' or 'null')" if placeholders else "",
         )
     if require_rows and not keep:
         raise ProdcatError(f"{path}: no usable rows (every row has an empty text or label in {', '.join(wanted)})")
@@ -211,7 +576,7 @@ def load_table(
         path=path,
         texts=[texts[i] for i in keep],
         labels=[labels[i] for i in keep],
-        source_rows=[i + 2 for i in keep],  # 1-based line number with the header on line 1 (CSV view)
+        source_rows=[rows[i] for i in keep],  # see source_row_numbers
         dropped_empty_text=empty_text,
         dropped_empty_label=empty_label,
     )
@@ -270,9 +635,11 @@ def build_splits(
 
     Without a validation table, ``validation_split`` of the training rows are held out, stratified
     by category and seeded. Categories with a single example cannot be stratified: they stay in
-    train, with a warning that counts them. A category needs at least 2 examples for the model to
-    be trained at all; a single category is an error.
+    train, with a warning that counts them. A single category is an error, and so is a split
+    when every category has a single example (nothing can be held out: pass ``validation_split=0``).
     """
+    if not 0 <= validation_split < 1:
+        raise ProdcatError(f"--validation_split must be at least 0 and below 1, got {validation_split}")
     label_names = sorted(set(train.labels))
     if len(label_names) < 2:
         raise ProdcatError(
@@ -292,6 +659,12 @@ def build_splits(
                 "%d categor%s with a single example stay in train only (not in the validation split)",
                 singleton_count,
                 "y" if singleton_count == 1 else "ies",
+            )
+        if not splittable:
+            raise ProdcatError(
+                f"{train.path}: every category has a single example ({len(label_names)} categories), so none can be "
+                "held out for validation; pass --validation_split 0 to train without validation (no best-model "
+                "selection or calibration), give a --validation_file, or add more examples per category"
             )
         n_val = int(round(validation_split * len(splittable)))
         if n_val < 1 or len(splittable) - n_val < 1:

@@ -64,9 +64,11 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except Exception as err:  # OSError, ValueError, HF hub errors
         raise _unreachable_model_error(name_or_path, err) from None
+    check_tokenizer_is_real(tokenizer, name_or_path)
+    return tokenizer
 
 
 def check_weights_are_safe(name_or_path: str, allow_pickle: bool) -> None:
@@ -208,3 +210,27 @@ def fit_head(
 
     optimizer.step(closure)
     return weight.detach(), bias.detach()
+
+
+# ---- Robustness checks (added for trustworthy loading; called from load_tokenizer / predictor) -----
+
+#: Fewer tokens than this is not a real vocabulary (the smallest real ones have thousands).
+MIN_TOKENIZER_VOCAB = 100
+
+
+def check_tokenizer_is_real(tokenizer, name_or_path: str) -> None:
+    """Refuse a tokenizer built without vocabulary files.
+
+    For a folder without tokenizer files (``tokenizer.json``, ``vocab.txt``, ...) transformers 5
+    silently builds a tokenizer that knows only the special tokens: every word becomes ``[UNK]``,
+    and training "works" but learns nothing. Raises a one-line ProdcatError instead.
+
+    Example:
+        >>> check_tokenizer_is_real(load_tokenizer("outputs/model"), "outputs/model")  # no error
+    """
+    size = len(tokenizer)
+    if size < MIN_TOKENIZER_VOCAB:
+        raise ProdcatError(
+            f"{name_or_path}: no usable tokenizer files (tokenizer.json, vocab.txt, ...): the tokenizer would know only "
+            f"{size} tokens; copy the base model's tokenizer files into this folder"
+        )

@@ -85,6 +85,8 @@ _HYPERPARAMETER_NAMES = {
     "label_smoothing_factor": "Label smoothing",
     "class_weights": "Class weights",
     "hierarchy_loss_weight": "Parent-level loss weight",
+    "freeze_word_embeddings": "Word embeddings frozen",
+    "prior_correction": "Rare-category prior correction",
     "seed": "Seed",
 }
 

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from .data import file_format, join_text_columns
+from .data import describe_decode_error, file_format, iter_delimited_frames, join_text_columns, read_header
 from .errors import ProdcatError
 from .io import atomic_path
 
@@ -204,8 +204,8 @@ class TableReader:
     def _inspect(self) -> tuple[list[str], int | None]:
         try:
             if self.format in ("csv", "tsv"):
-                header = pd.read_csv(self.path, sep=self._sep, dtype=str, nrows=0, encoding="utf-8-sig")
-                return [str(c) for c in header.columns], max(_count_lines(self.path) - 1, 0)
+                # Same checks and names as training (duplicated / empty names, BOM, not UTF-8).
+                return read_header(self.path), max(_count_lines(self.path) - 1, 0)
             if self.format == "jsonl":
                 return self._jsonl_keys()
             import pyarrow.parquet as pq
@@ -215,7 +215,7 @@ class TableReader:
         except ProdcatError:
             raise
         except UnicodeDecodeError:
-            raise ProdcatError(f"{self.path}: not valid UTF-8; save the file as UTF-8") from None
+            raise ProdcatError(f"{self.path}: {describe_decode_error(self.path)}") from None
         except pd.errors.EmptyDataError:
             raise ProdcatError(f"{self.path}: file has no header row; the first line must name the columns") from None
         except Exception as err:
@@ -254,11 +254,9 @@ class TableReader:
         """DataFrames of at most ``chunk_size`` rows, in file order, with columns ``self.columns``."""
         try:
             if self.format in ("csv", "tsv"):
-                reader = pd.read_csv(
-                    self.path, sep=self._sep, dtype=str, keep_default_na=False, encoding="utf-8-sig", chunksize=self.chunk_size
-                )
-                with reader:
-                    yield from reader
+                # The csv-module reader of prodcat.data: a stray separator or quote is an error naming
+                # the line, never a silently shifted column.
+                yield from iter_delimited_frames(self.path, self.chunk_size)
             elif self.format == "jsonl":
                 batch: list[dict] = []
                 for _line_number, row in self._jsonl_rows():
@@ -277,7 +275,7 @@ class TableReader:
         except ProdcatError:
             raise
         except UnicodeDecodeError:
-            raise ProdcatError(f"{self.path}: not valid UTF-8; save the file as UTF-8") from None
+            raise ProdcatError(f"{self.path}: {describe_decode_error(self.path)}") from None
         except pd.errors.ParserError as err:
             raise ProdcatError(f"{self.path}: cannot parse the table ({_first_line(err)}); check quoting and separators") from None
         except (OSError, ValueError) as err:

@@ -22,9 +22,9 @@ from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 
 from . import data as data_mod
 from .args import DataArguments, ModelArguments, ProdcatTrainingArguments
-from .errors import ProdcatError
 from .hierarchy import level_membership, max_depth
 from .hub import finish_training_push, take_push_request
+from .interrupt import GracefulInterrupt, check_checkpoint_matches, resolve_resume_checkpoint, warn_if_stale_checkpoints
 from .io import write_json
 from .metrics.taxonomy_metrics import taxonomy_scores
 from .model import fit_head, head_features, head_parameter_names, classifier_layer, load_for_training, resolve_model_path
@@ -99,6 +99,26 @@ class TaxonomyLoss:
         if isinstance(count, torch.Tensor):
             count = count.to(total.device)
         return total / count
+
+
+#: Bounds and scale of the automatic epoch count (see auto_num_epochs).
+AUTO_EPOCHS_MIN, AUTO_EPOCHS_MAX, AUTO_EPOCHS_SCALE = 3, 10, 60.0
+
+
+def auto_num_epochs(train_rows: int, num_labels: int) -> int:
+    """Epochs chosen from the data: E = clamp(round(60 / sqrt(n / k)), 3, 10).
+
+    n / k is the mean number of training examples per category. A catalogue with hundreds of
+    categories and a few dozen examples each (bigbasket-27k: 32 per category -> 10 epochs) needs many
+    passes before the rare categories are learnt; one with thousands per category (pricerunner-35k:
+    2,200 -> 3 epochs) converges in a few, and more only costs time.
+
+    Example:
+        >>> auto_num_epochs(16956, 534), auto_num_epochs(22400, 10)
+        (10, 3)
+    """
+    per_class = max(train_rows / max(num_labels, 1), 1.0)
+    return int(min(AUTO_EPOCHS_MAX, max(AUTO_EPOCHS_MIN, round(AUTO_EPOCHS_SCALE / math.sqrt(per_class)))))
 
 
 class ProdcatTrainer(Trainer):
@@ -226,18 +246,22 @@ def run_training(
 ) -> dict[str, dict[str, float]]:
     """Train, evaluate and save a categoriser; returns ``{"train": ..., "eval": ..., "test": ...}``."""
     set_seed(training_args.seed)
+    # Before anything slow: "latest" without a checkpoint fails at once.
+    resume_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    warn_if_stale_checkpoints(training_args.output_dir, resuming=resume_checkpoint is not None)
     # Before the Trainer exists: turns the Trainer's own push off (no checkpoint pushes), removes the
     # token from the arguments the Trainer pickles, and fails fast on a bad repo id or missing token.
     push_request = take_push_request(training_args)
+    audit_report = None
     if data_args.audit:
         from .audit import audit_for_training
 
         # Every rank audits (deterministic, cheap) so a strict failure stops all ranks alike.
-        audit_for_training(
+        # audit.json is written with the other outputs at the end: a run that fails leaves no output.
+        audit_report = audit_for_training(
             data_args.train_file, data_args.text_column_list, data_args.label_column, data_args.label_separator,
             validation_path=data_args.validation_file, test_path=data_args.test_file,
             strict=data_args.strict_audit,
-            json_path=os.path.join(training_args.output_dir, "audit.json") if training_args.process_index == 0 else None,
         )
     train_table, validation_table, test_table = _load_tables(data_args)
     splits = data_mod.build_splits(
@@ -255,10 +279,14 @@ def run_training(
         len(splits.label_names),
         max_depth(splits.label_names),
     )
+    if resume_checkpoint:
+        check_checkpoint_matches(resume_checkpoint, splits.label_names, model_args.allow_pickled_weights)
     model_path = resolve_model_path(model_args.model_name_or_path)
     model, tokenizer = load_for_training(
         model_path, splits.label_names, model_args.trust_remote_code, model_args.allow_pickled_weights
     )
+    if model_args.freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     with training_args.main_process_first(desc="tokenizing"):
         train_ds = data_mod.tokenize(splits.train, tokenizer, data_args.max_seq_length)
         eval_ds = data_mod.tokenize(splits.validation, tokenizer, data_args.max_seq_length) if splits.validation is not None else None
@@ -267,9 +295,12 @@ def run_training(
     label_counts = data_mod.label_counts(train_ds)
     class_weights = class_weight_vector(label_counts, model_args.class_weights)
     warm_start_seconds = 0.0
-    if model_args.head_init == "fit":
+    if model_args.head_init == "fit" and resume_checkpoint is None:  # resuming loads the trained head
         warm_start_seconds = warm_start_head(model, train_ds, collator, class_weights, training_args.seed)
 
+    if training_args.num_train_epochs <= 0:
+        training_args.num_train_epochs = auto_num_epochs(len(train_ds), len(splits.label_names))
+        logger.info("Training for %d epochs (chosen from %d rows over %d categories)", training_args.num_train_epochs, len(train_ds), len(splits.label_names))
     if eval_ds is None and training_args.eval_strategy != "no":
         logger.warning("No validation data (--validation_split 0 and no --validation_file): evaluation and best-model selection are off")
         training_args.eval_strategy = training_args.eval_strategy.__class__("no")
@@ -281,7 +312,8 @@ def run_training(
         label_smoothing=training_args.label_smoothing_factor,
         hierarchy_weight=model_args.hierarchy_loss_weight,
     )
-    callbacks = []
+    interrupt = GracefulInterrupt()  # Ctrl-C / SIGTERM: checkpoint at the next step end, exit 130 / 143
+    callbacks = [interrupt]
     if model_args.early_stopping_patience and eval_ds is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
     trainer = ProdcatTrainer(
@@ -297,7 +329,8 @@ def run_training(
         head_learning_rate=model_args.head_learning_rate,
     )
     start = time.time()
-    train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    with interrupt.handling_signals(training_args.output_dir):
+        train_output = trainer.train(resume_from_checkpoint=resume_checkpoint)
     train_metrics = dict(train_output.metrics)
     train_metrics["train_wall_seconds"] = time.time() - start + warm_start_seconds
     train_metrics["head_warm_start_seconds"] = warm_start_seconds
@@ -314,6 +347,11 @@ def run_training(
         train_metrics["prior_correction_tau"] = tau
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
+        # save_model also pickles TrainingArguments; the final model folder holds no pickles (the run's
+        # settings are in training_summary.json; checkpoints keep their own copy for resuming).
+        args_pickle = os.path.join(training_args.output_dir, "training_args.bin")
+        if os.path.exists(args_pickle):
+            os.remove(args_pickle)
         trainer.save_metrics("train", train_metrics)
     if eval_ds is not None:
         results["eval"] = trainer.evaluate()
@@ -322,6 +360,8 @@ def run_training(
         results["test"] = trainer.evaluate(test_ds.remove_columns([data_mod.TEXT, data_mod.LABEL_PATH]), metric_key_prefix="test")
         trainer.save_metrics("test", results["test"])
     if trainer.is_world_process_zero():
+        if audit_report is not None:
+            write_json(os.path.join(training_args.output_dir, "audit.json"), audit_report.to_dict())
         if model_args.calibrate and splits.validation is not None:
             from .calibration import calibrate_model_dir
 
@@ -392,6 +432,7 @@ def training_summary(model_args, data_args, training_args, model_path, splits, t
             "learning_rate": training_args.learning_rate,
             "head_learning_rate": model_args.head_learning_rate,
             "head_init": model_args.head_init,
+            "freeze_word_embeddings": model_args.freeze_word_embeddings,
             "num_train_epochs": training_args.num_train_epochs,
             "per_device_train_batch_size": training_args.per_device_train_batch_size,
             "max_seq_length": data_args.max_seq_length,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -48,3 +50,35 @@ def shared_data_path(name: str) -> str:
     if not os.path.exists(path):
         pytest.skip(f"real product data not found at {path} (the shared/ folder beside the repo)")
     return path
+
+
+def clone_model(src: str, dst: str, edit_config=None) -> str:
+    """A copy of a model folder whose weights are a symlink (cheap; ONNX files or config edits never
+    reach the shared fixture), with an optional in-place edit of its config dict."""
+    os.makedirs(dst)
+    for name in os.listdir(src):
+        path = os.path.join(src, name)
+        if name.endswith(".safetensors"):
+            os.symlink(os.path.abspath(path), os.path.join(dst, name))
+        elif os.path.isfile(path):
+            shutil.copy(path, dst)
+    if edit_config:
+        with open(os.path.join(dst, "config.json")) as handle:
+            config = json.load(handle)
+        edit_config(config)
+        with open(os.path.join(dst, "config.json"), "w") as handle:
+            json.dump(config, handle)
+    return dst
+
+
+def linked_copy(src: str, dst: str) -> str:
+    """Copy a model directory with hard links (fast; atomic rewrites never touch the original)."""
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link)
+    return dst

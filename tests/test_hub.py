@@ -23,7 +23,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from unittest import mock
@@ -39,22 +38,12 @@ from huggingface_hub.hf_api import CommitInfo, RepoUrl
 
 from prodcat import cli, hub
 from prodcat.errors import ProdcatError
+from tests.conftest import linked_copy
 
 TOKEN = "hf_prodcatTestToken0123456789abcdefXYZ"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def linked_copy(src: str, dst: str) -> str:
-    """Copy a model directory with hard links (fast; atomic rewrites never touch the original)."""
-
-    def link(a: str, b: str) -> None:
-        try:
-            os.link(a, b)
-        except OSError:
-            shutil.copy2(a, b)
-
-    shutil.copytree(src, dst, copy_function=link)
-    return dst
 
 
 @pytest.fixture()

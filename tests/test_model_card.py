@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import statistics
 
 import pytest
@@ -20,21 +19,11 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from prodcat import model_card
 from prodcat.errors import ProdcatError
+from tests.conftest import linked_copy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def linked_copy(src: str, dst: str) -> str:
-    """Copy a model directory with hard links (fast; atomic rewrites never touch the original)."""
-
-    def link(a: str, b: str) -> None:
-        try:
-            os.link(a, b)
-        except OSError:
-            shutil.copy2(a, b)
-
-    shutil.copytree(src, dst, copy_function=link)
-    return dst
 
 
 def write_synthetic_model_dir(path, labels: list[str], counts: dict[str, int] | None = None, summary_extra: dict | None = None, results: dict | None = None, config_extra: dict | None = None) -> str:

@@ -12,6 +12,7 @@ import pytest
 from prodcat import onnx_backend
 from prodcat.predict_cli import main
 from prodcat.predictor import Categorizer
+from tests.conftest import clone_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "data", "sample_products.csv")
@@ -24,17 +25,6 @@ FP32_LOGIT_ATOL = 1e-3
 INT8_MIN_AGREEMENT = 0.97
 
 
-def clone_model(src: str, dst: str) -> str:
-    """A copy of a model folder (weights symlinked), so ONNX files never land in the shared fixture."""
-    os.makedirs(dst)
-    for name in os.listdir(src):
-        path = os.path.join(src, name)
-        if name.endswith(".safetensors"):
-            os.symlink(os.path.abspath(path), os.path.join(dst, name))
-        elif os.path.isfile(path):
-            with open(path, "rb") as source, open(os.path.join(dst, name), "wb") as target:
-                target.write(source.read())
-    return dst
 
 
 @pytest.fixture(autouse=True)

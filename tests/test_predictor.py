@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -21,6 +19,7 @@ from prodcat.predictor import (
     hierarchical_backoff,
     softmax,
 )
+from tests.conftest import clone_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "data", "sample_products.csv")
@@ -39,22 +38,6 @@ def sample_texts(n: int = 40) -> list[str]:
     return pd.read_csv(SAMPLE)["description"].head(n).tolist()
 
 
-def clone_model(src: str, dst: str, edit_config=None) -> str:
-    """A copy of a model folder whose weights are a symlink (cheap), with an optional config edit."""
-    os.makedirs(dst)
-    for name in os.listdir(src):
-        path = os.path.join(src, name)
-        if name.endswith(".safetensors"):
-            os.symlink(os.path.abspath(path), os.path.join(dst, name))
-        elif os.path.isfile(path):
-            shutil.copy(path, dst)
-    if edit_config:
-        with open(os.path.join(dst, "config.json")) as handle:
-            config = json.load(handle)
-        edit_config(config)
-        with open(os.path.join(dst, "config.json"), "w") as handle:
-            json.dump(config, handle)
-    return dst
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,152 @@
+"""Training under ``torchrun`` with 2 CPU processes (gloo): really data-parallel, the same loss scale as
+one process, and one complete output written by the main process only."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import ROOT, SAMPLE
+
+# A random classifier head and the plain cross-entropy (no parent-level terms) make the first loss
+# predictable: logits near 0, so loss ~ ln(K) for any batch, whatever rows each process gets.
+# Defaults (audit, prior correction, calibration, card) stay on: they are the main-process-only
+# outputs under test.
+TINY = [
+    "--train_file", SAMPLE, "--max_train_samples", "64", "--max_seq_length", "16", "--num_train_epochs", "1",
+    "--per_device_train_batch_size", "8", "--head_init", "random", "--hierarchy_loss_weight", "0",
+    "--logging_steps", "1", "--disable_tqdm", "true", "--seed", "7",
+]  # fmt: skip
+
+# Each process records the files it opens for writing, renames or removes (Python's audit hooks),
+# then runs train.py as __main__ exactly as torchrun would.
+WRAPPER = textwrap.dedent(
+    """
+    import os, runpy, sys
+    log = open(os.path.join(os.environ["WRITE_LOG_DIR"], f"rank{os.environ.get('RANK', '0')}.tsv"), "a", buffering=1)
+    WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def hook(event, args):
+        if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            mode, flags = (list(args[1:]) + [None, None])[:2]
+            if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & WRITE):
+                log.write(f"open\\t{os.path.abspath(os.fsdecode(args[0]))}\\n")
+        elif event in ("os.rename", "os.replace"):
+            log.write(f"{event}\\t{os.path.abspath(os.fsdecode(args[1]))}\\n")
+        elif event in ("os.remove", "shutil.rmtree"):
+            log.write(f"{event}\\t{os.path.abspath(os.fsdecode(args[0]))}\\n")
+
+    sys.addaudithook(hook)
+    sys.argv = [sys.argv[1], *sys.argv[2:]]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    """
+)
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def env_for(log_dir: str) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", WRITE_LOG_DIR=log_dir)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
+        env.pop(name, None)
+    return env
+
+
+def logged_losses(output_dir: str) -> tuple[list[float], int]:
+    """Training losses logged at every step, and the number of optimizer steps (from the checkpoint's state)."""
+    checkpoints = [name for name in os.listdir(output_dir) if name.startswith("checkpoint-")]
+    assert len(checkpoints) == 1, checkpoints
+    state = read_json(os.path.join(output_dir, checkpoints[0], "trainer_state.json"))
+    return [entry["loss"] for entry in state["log_history"] if "loss" in entry], state["global_step"]
+
+
+def written_paths(log_dir: str, rank: int) -> list[tuple[str, str]]:
+    path = os.path.join(log_dir, f"rank{rank}.tsv")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [tuple(line.rstrip("\n").split("\t", 1)) for line in handle if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    wrapper = root / "record_writes.py"
+    wrapper.write_text(WRAPPER)
+    results = {}
+    for name, launcher in {
+        "single": [sys.executable],
+        "ddp": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    }.items():
+        logs = root / f"{name}-writes"
+        logs.mkdir()
+        output_dir = str(root / name)
+        result = subprocess.run(
+            [*launcher, str(wrapper), os.path.join(ROOT, "train.py"), *TINY, "--output_dir", output_dir],
+            cwd=str(root), capture_output=True, text=True, check=False, env=env_for(str(logs)), timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, f"{name}: {result.stderr[-4000:]}"
+        results[name] = {"output_dir": output_dir, "logs": str(logs), "stdout": result.stdout}
+    return results
+
+
+def test_two_processes_share_the_data_and_log_the_same_loss_scale(runs):
+    single_losses, single_steps = logged_losses(runs["single"]["output_dir"])
+    ddp_losses, ddp_steps = logged_losses(runs["ddp"]["output_dir"])
+    summary = read_json(os.path.join(runs["ddp"]["output_dir"], "training_summary.json"))
+    n_train, n_classes = summary["num_train"], len(summary["label_counts"])
+    # Really data-parallel: each step takes 8 rows on each of 2 processes (two independent copies
+    # of a single-process run would each take 8 rows a step and log twice as many steps).
+    assert single_steps == math.ceil(n_train / 8)
+    assert ddp_steps == math.ceil(n_train / 16)
+    assert len(ddp_losses) == ddp_steps
+    # Same scale: the first loss (before any update) is ~ln(K) in both; a loss multiplied by the
+    # number of processes (2 ln K) would fail both checks.
+    expected = math.log(n_classes)
+    assert 0.85 * expected < single_losses[0] < 1.15 * expected
+    assert 0.85 * expected < ddp_losses[0] < 1.15 * expected
+    assert 0.8 < ddp_losses[0] / single_losses[0] < 1.25
+    assert not 0.8 < 2 * ddp_losses[0] / single_losses[0] < 1.25  # the criterion does catch a doubled loss
+
+
+def test_only_the_main_process_writes_and_the_output_is_complete(runs):
+    output_dir = runs["ddp"]["output_dir"]
+    rank0 = [path for _, path in written_paths(runs["ddp"]["logs"], 0) if path == output_dir or path.startswith(output_dir + os.sep)]
+    rank1 = [
+        (event, path) for event, path in written_paths(runs["ddp"]["logs"], 1) if path == output_dir or path.startswith(output_dir + os.sep)
+    ]
+    assert rank0, "the write log of rank 0 is empty: the audit hook did not run"
+    assert rank1 == []  # rank 1 wrote, renamed and removed nothing in the output directory
+
+    files = set(os.listdir(output_dir))
+    expected = {
+        "model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "train_results.json",
+        "eval_results.json", "training_summary.json", "calibration.json", "audit.json", "README.md",
+    }  # fmt: skip
+    assert expected <= files, expected - files
+    assert not [name for name in files if name.endswith(".partial") or name.startswith(".")]  # no temporary files
+    # The same files as the single-process run (checkpoint numbers aside).
+    single = {name for name in os.listdir(runs["single"]["output_dir"]) if not name.startswith("checkpoint-")}
+    assert {name for name in files if not name.startswith("checkpoint-")} == single
+    for name in ("training_summary.json", "eval_results.json", "calibration.json", "audit.json", "config.json"):
+        read_json(os.path.join(output_dir, name))  # complete, valid JSON
+    with open(os.path.join(output_dir, "README.md"), encoding="utf-8") as handle:
+        card = handle.read()
+    assert card.startswith("---") and "eval" in card.lower()
+    assert runs["ddp"]["stdout"].count("eval metrics:") == 1  # printed once, by the main process
+
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(output_dir, use_safetensors=True)
+    single_config = read_json(os.path.join(runs["single"]["output_dir"], "config.json"))
+    assert model.config.id2label == {int(k): v for k, v in single_config["id2label"].items()}
