@@ -185,26 +185,19 @@ def load_saved_model(model_dir: str, device: str | None = None):
 
     ``device``: ``"cpu"``, ``"cuda"``, ... or None for CUDA when available, else CPU.
     """
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
     from .model import check_weights_are_safe, load_tokenizer
+    from .predictor import _default_device, load_torch_classifier
 
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise ProdcatError(f"{model_dir}: not a trained model folder (no config.json); pass the --output_dir of prodcat train")
     check_weights_are_safe(model_dir, allow_pickle=False)
     tokenizer = load_tokenizer(model_dir)
+    device = device or _default_device()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
-    except Exception as err:
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ProdcatError(f"{model_dir}: cannot load the model ({detail})") from None
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        model = model.to(device)
+        model = load_torch_classifier(model_dir, model_dir, device)
     except (RuntimeError, AssertionError, ValueError) as err:
         raise ProdcatError(f"cannot use device '{device}' ({str(err).strip().splitlines()[0]}); pass --device cpu") from None
-    return model.eval(), tokenizer
+    return model, tokenizer
 
 
 def write_temperature(model_dir: str, temperature: float) -> None:

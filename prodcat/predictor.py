@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .calibration import model_temperature
 from .errors import ProdcatError
 from .hierarchy import CANONICAL_SEPARATOR, level_membership, max_depth, normalize_path, path_depth, split_path
 
@@ -323,19 +324,6 @@ def _check_classifier(config, source: str) -> None:
         raise ProdcatError(f"{source}: a multi-label model; prodcat predicts exactly one category per product")
 
 
-def _temperature(config, source: str) -> float:
-    value = getattr(config, "prodcat_temperature", None)
-    if value is None:
-        return 1.0
-    try:
-        temperature = float(value)
-    except (TypeError, ValueError):
-        raise ProdcatError(f"{source}: config.prodcat_temperature is {value!r}, expected a positive number") from None
-    if not np.isfinite(temperature) or temperature <= 0:
-        raise ProdcatError(f"{source}: config.prodcat_temperature is {value!r}, expected a positive number")
-    return temperature
-
-
 def load_torch_classifier(model_dir: str, source: str, device: str, trust_remote_code: bool = False, **kwargs):
     """``AutoModelForSequenceClassification`` from safetensors, in eval mode on ``device``."""
     from transformers import AutoModelForSequenceClassification
@@ -452,7 +440,7 @@ class Categorizer:
         config = _load_config(model_dir, path_or_hub_id, trust_remote_code)
         _check_classifier(config, path_or_hub_id)
         labels = category_labels(config, path_or_hub_id, label_separator)
-        temperature = _temperature(config, path_or_hub_id)
+        temperature = model_temperature(config)
         tokenizer = load_tokenizer(model_dir, trust_remote_code)
         summary = _training_summary(model_dir)
         if max_seq_length is None:
