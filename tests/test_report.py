@@ -97,12 +97,14 @@ def test_report_uses_the_stored_temperature(loaded, evaluation_rows, tmp_path):
     model, tokenizer = loaded
     texts, labels = evaluation_rows
     logits = predict_logits(model, tokenizer, texts, max_length=32)
-    plain = write_report(model, tokenizer, texts, labels, str(tmp_path / "t1"), logits=logits)
-    model.config.prodcat_temperature = 3.0
+    stored = getattr(model.config, "prodcat_temperature", None)  # the fixture is calibrated by training
     try:
+        model.config.prodcat_temperature = 1.0
+        plain = write_report(model, tokenizer, texts, labels, str(tmp_path / "t1"), logits=logits)
+        model.config.prodcat_temperature = 3.0
         hot = write_report(model, tokenizer, texts, labels, str(tmp_path / "t3"), logits=logits)
     finally:
-        del model.config.prodcat_temperature
+        model.config.prodcat_temperature = stored
     assert hot["temperature"] == 3.0 and plain["temperature"] == 1.0
     assert hot["accuracy"] == plain["accuracy"]  # the argmax never changes
     scores = pd.read_csv(tmp_path / "t3" / "errors.csv")["top_1_score"]
@@ -113,6 +115,7 @@ def test_report_uses_the_stored_temperature(loaded, evaluation_rows, tmp_path):
 def test_calibrate_model_dir_stores_the_temperature(trained_model_dir, evaluation_rows, tmp_path):
     model_dir = str(tmp_path / "model")
     shutil.copytree(trained_model_dir, model_dir)
+    fixture_config = open(os.path.join(trained_model_dir, "config.json"), encoding="utf-8").read()
     texts, labels = evaluation_rows
     summary = calibrate_model_dir(model_dir, texts, labels, max_length=32)
     assert summary["num_examples"] == len(labels) - 2  # the unseen categories are skipped
@@ -123,7 +126,7 @@ def test_calibrate_model_dir_stores_the_temperature(trained_model_dir, evaluatio
     model, _ = load_saved_model(model_dir, "cpu")
     assert model_temperature(model.config) == pytest.approx(summary["temperature"])
     # the shared fixture was not touched
-    assert "prodcat_temperature" not in json.load(open(os.path.join(trained_model_dir, "config.json"), encoding="utf-8"))
+    assert open(os.path.join(trained_model_dir, "config.json"), encoding="utf-8").read() == fixture_config
     skipped = calibrate_model_dir(model_dir, ["x"], ["Not > A > Category"], max_length=32)
     assert skipped["temperature"] == 1.0 and "skipped" in skipped
 
