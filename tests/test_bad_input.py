@@ -345,22 +345,17 @@ BAD_PREDICTION_INPUTS = {
 }
 
 
+def prediction_argv(model: str, source: str, target) -> list[str]:
+    """predict.py arguments for a file-to-file run on the description column."""
+    return ["--model", model, "--input_file", source, "--output_file", str(target), "--text_columns", "description", "--no_progress"]
+
+
 @pytest.mark.parametrize("case", list(BAD_PREDICTION_INPUTS))
 def test_bad_prediction_input_is_one_line_exit_2_without_output(case, predict_model, tmp_path, capsys):
     name, content, fragments = BAD_PREDICTION_INPUTS[case]
     source = write(tmp_path / name, content)
     target = tmp_path / "out.csv"
-    argv = [
-        "--model",
-        predict_model,
-        "--input_file",
-        source,
-        "--output_file",
-        str(target),
-        "--text_columns",
-        "description",
-        "--no_progress",
-    ]
+    argv = prediction_argv(predict_model, source, target)
     rc = run_guarded(predict_main, argv)
     assert_one_line_error(rc, capsys.readouterr().err, name, *fragments)
     assert sorted(os.listdir(tmp_path)) == [name]  # no output, no temporary file
@@ -369,17 +364,7 @@ def test_bad_prediction_input_is_one_line_exit_2_without_output(case, predict_mo
 def test_prediction_input_with_a_header_only_gives_a_header_only_output(predict_model, tmp_path):
     source = write(tmp_path / "in.csv", "sku,description\n")
     target = tmp_path / "out.csv"
-    argv = [
-        "--model",
-        predict_model,
-        "--input_file",
-        source,
-        "--output_file",
-        str(target),
-        "--text_columns",
-        "description",
-        "--no_progress",
-    ]
+    argv = prediction_argv(predict_model, source, target)
     assert run_guarded(predict_main, argv) == 0
     out = pd.read_csv(target)
     assert len(out) == 0 and list(out.columns[:3]) == ["sku", "description", "predicted_category"]
