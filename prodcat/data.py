@@ -277,9 +277,17 @@ def _object_without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     return obj
 
 
-def _read_jsonl(path: str) -> pd.DataFrame:
-    rows: list[dict] = []
-    lines: list[int] = []
+def iter_jsonl_rows(path: str) -> Iterator[tuple[int, dict]]:
+    """``(line_number, object)`` for every non-blank line of a JSON Lines file, validated.
+
+    A line that is not a JSON object, a repeated key, or a whole-file JSON array is a one-line
+    ProdcatError naming the line. Training and prediction both read JSON Lines through this.
+    """
+    array_error = (
+        f"{path}: a JSON array, not JSON Lines; write one product object per line "
+        "(pandas: to_json(path, orient='records', lines=True))"
+    )
+    first = True
     with open(path, encoding="utf-8-sig") as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -289,22 +297,24 @@ def _read_jsonl(path: str) -> pd.DataFrame:
             except _DuplicateKey as key:
                 raise ProdcatError(f"{path}: line {line_number} has the key {str(key)!r} twice; keep one") from None
             except json.JSONDecodeError as err:
-                if not rows and line.lstrip().startswith("["):
-                    raise ProdcatError(
-                        f"{path}: a JSON array, not JSON Lines; write one product object per line "
-                        "(pandas: to_json(path, orient='records', lines=True))"
-                    ) from None
+                if first and line.lstrip().startswith("["):
+                    raise ProdcatError(array_error) from None
                 raise ProdcatError(f"{path}: line {line_number} is not valid JSON ({err.msg}); fix or remove that line") from None
             if not isinstance(row, dict):
-                if not rows and isinstance(row, list):
-                    raise ProdcatError(
-                        f"{path}: a JSON array, not JSON Lines; write one product object per line "
-                        "(pandas: to_json(path, orient='records', lines=True))"
-                    )
+                if first and isinstance(row, list):
+                    raise ProdcatError(array_error)
                 kind = "a JSON array" if isinstance(row, list) else "not a JSON object"
                 raise ProdcatError(f"{path}: line {line_number} is {kind}; each line must be one product {{\"column\": value, ...}}")
-            rows.append(row)
-            lines.append(line_number)
+            first = False
+            yield line_number, row
+
+
+def _read_jsonl(path: str) -> pd.DataFrame:
+    rows: list[dict] = []
+    lines: list[int] = []
+    for line_number, row in iter_jsonl_rows(path):
+        rows.append(row)
+        lines.append(line_number)
     if not rows:
         raise ProdcatError(f"{path}: no JSON lines found; each line must be one product as a JSON object")
     keys: dict[str, None] = {}

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from .data import describe_decode_error, file_format, iter_delimited_frames, join_text_columns, read_header
+from .data import describe_decode_error, file_format, iter_delimited_frames, iter_jsonl_rows, join_text_columns, read_header
 from .errors import ProdcatError
 from .io import atomic_path
 
@@ -238,17 +238,7 @@ class TableReader:
         return list(keys), rows
 
     def _jsonl_rows(self) -> Iterator[tuple[int, dict]]:
-        with open(self.path, encoding="utf-8-sig") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ProdcatError(f"{self.path}: line {line_number} is not valid JSON ({err.msg}); fix or remove that line") from None
-                if not isinstance(row, dict):
-                    raise ProdcatError(f"{self.path}: line {line_number} is not a JSON object; each line must be {{\"column\": value, ...}}")
-                yield line_number, row
+        return iter_jsonl_rows(self.path)
 
     def chunks(self) -> Iterator[pd.DataFrame]:
         """DataFrames of at most ``chunk_size`` rows, in file order, with columns ``self.columns``."""

@@ -175,7 +175,7 @@ class MetricsForEval:
 
 def _load_tables(data_args: DataArguments):
     columns = data_args.text_column_list
-    load = lambda path, require=True: data_mod.load_table(path, columns, data_args.label_column, data_args.label_separator)  # noqa: E731
+    load = lambda path: data_mod.load_table(path, columns, data_args.label_column, data_args.label_separator)  # noqa: E731
     train = load(data_args.train_file)
     if data_args.max_train_samples:
         n = data_args.max_train_samples
