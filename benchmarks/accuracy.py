@@ -11,6 +11,8 @@ predict items/s). ``--write`` also puts the table and a PNG bar chart into ``BEN
 
 prodcat runs with its defaults: the only flags passed are the data files, the text column, the
 output folder and the dataset's name for the model card (its validation split is carved from train.csv; test.csv is only scored).
+The ``ensemble`` row is the opt-in n-gram ensemble (prodcat.ngram) fitted on that same model and its
+splits, as ``--ngram_ensemble true`` does at the end of training, and predicted with ``--ensemble``.
 """
 
 from __future__ import annotations
@@ -27,18 +29,16 @@ import time
 import numpy as np
 import pandas as pd
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+from common import ROOT, split_paths, write_benchmarks_block
+
 DATASETS = ["bigbasket-27k", "pricerunner-35k"]
-METHODS = ["prodcat", "tfidf", "fasttext"]
+METHODS = ["prodcat", "ensemble", "tfidf", "fasttext"]
 METHOD_NAMES = {
     "prodcat": "prodcat (defaults, all-MiniLM-L6-v2)",
+    "ensemble": "prodcat + n-gram ensemble (option: --ngram_ensemble / --ensemble)",
     "tfidf": "TF-IDF (word 1-2 + char_wb 2-5) + LinearSVC",
     "fasttext": "fastText (lr 1.0, 25 epochs, wordNgrams 2)",
 }
-MARKER_START = "<!-- accuracy-table:start -->"
-MARKER_END = "<!-- accuracy-table:end -->"
 
 
 def run_tfidf(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> tuple[list[str], float, float]:
@@ -84,18 +84,30 @@ def run_fasttext(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> tuple[li
     return predicted, train_seconds, items_per_second
 
 
-def run_prodcat(train_path: str, test: pd.DataFrame, test_path: str, output_dir: str, dataset: str) -> tuple[list[str], float, float]:
+def run_prodcat(
+    train_path: str, test: pd.DataFrame, test_path: str, output_dir: str, dataset: str, reuse: bool = False
+) -> tuple[list[str], float, float]:
+    """Train prodcat with its defaults (or, with ``reuse``, score the model an earlier run left in ``output_dir``)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from prodcat.args import parse_train_args
     from prodcat.inference import predict_logits
     from prodcat.training import run_training
 
-    # Data and output locations only (plus the card's dataset name): every training setting is a default.
-    flags = ["--train_file", train_path, "--test_file", test_path, "--text_columns", "text", "--output_dir", output_dir,
-             "--dataset_name", dataset]
-    results = run_training(*parse_train_args(flags))
-    train_seconds = results["train"]["train_wall_seconds"]
+    summary_path = os.path.join(output_dir, "training_summary.json")
+    if reuse and os.path.exists(summary_path):
+        with open(summary_path) as handle:
+            summary = json.load(handle)
+        if summary.get("train_file") != os.path.basename(train_path):
+            raise SystemExit(f"--reuse_models: {output_dir} was trained on {summary.get('train_file')}, not {train_path}")
+        print(f"   reusing the model in {output_dir} (train seconds as recorded by its training run)")
+        train_seconds = summary["results"]["train"]["train_wall_seconds"]
+    else:
+        # Data and output locations only (plus the card's dataset name): every training setting is a default.
+        flags = ["--train_file", train_path, "--test_file", test_path, "--text_columns", "text", "--output_dir", output_dir,
+                 "--dataset_name", dataset]
+        results = run_training(*parse_train_args(flags))
+        train_seconds = results["train"]["train_wall_seconds"]
     model = AutoModelForSequenceClassification.from_pretrained(output_dir)
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     start = time.perf_counter()
@@ -103,6 +115,51 @@ def run_prodcat(train_path: str, test: pd.DataFrame, test_path: str, output_dir:
     items_per_second = len(test) / (time.perf_counter() - start)
     predicted = [model.config.id2label[int(i)] for i in logits.argmax(-1)]
     return predicted, train_seconds, items_per_second
+
+
+def run_ensemble(train_path: str, test: pd.DataFrame, output_dir: str) -> tuple[list[str], float, float] | None:
+    """The n-gram ensemble option on the prodcat model in ``output_dir`` (trained earlier in this run).
+
+    Rebuilds that training run's splits (same file, validation share and seed), fits the ensemble as
+    ``--ngram_ensemble true`` would have at the end of training, and predicts with ``--ensemble``.
+    Train seconds are the transformer's training plus the ensemble's fit.
+    """
+    from prodcat.calibration import load_saved_model
+    from prodcat.data import build_splits, load_table
+    from prodcat.ngram import fit_ensemble_for_model
+    from prodcat.predictor import Categorizer
+
+    summary_path = os.path.join(output_dir, "training_summary.json")
+    if not os.path.exists(summary_path):
+        print(f"skipping the ensemble: no prodcat model in {output_dir} (run the prodcat method first)")
+        return None
+    with open(summary_path) as handle:
+        summary = json.load(handle)
+    settings = summary["hyperparameters"]
+    table = load_table(train_path, summary["text_columns"], summary["label_column"])
+    splits = build_splits(table, None, None, summary["validation_split"], settings["seed"])
+    model, tokenizer = load_saved_model(output_dir, device="cpu")
+    start = time.perf_counter()
+    fit_ensemble_for_model(output_dir, model, tokenizer, splits, max_length=settings["max_seq_length"], seed=settings["seed"])
+    train_seconds = time.perf_counter() - start + summary["results"]["train"]["train_wall_seconds"]
+    categorizer = Categorizer.from_pretrained(output_dir, device="cpu", ensemble=True)
+    start = time.perf_counter()
+    predicted = [p.category for p in categorizer.predict(test.text.tolist(), batch_size=64)]
+    return predicted, train_seconds, len(test) / (time.perf_counter() - start)
+
+
+def run_method(
+    method: str, train_path: str, train: pd.DataFrame, test: pd.DataFrame, test_path: str, output_dir: str, dataset: str,
+    args: argparse.Namespace,
+) -> tuple[list[str], float, float] | None:
+    """``(predicted test categories, train seconds, predict items/s)`` of one method; None when it was skipped."""
+    if method == "prodcat":
+        return run_prodcat(train_path, test, test_path, output_dir, dataset, args.reuse_models)
+    if method == "ensemble":
+        return run_ensemble(train_path, test, output_dir)
+    if method == "tfidf":
+        return run_tfidf(train, test, args.seed)
+    return run_fasttext(train, test, args.seed)
 
 
 def score(predicted: list[str], references: list[str]) -> dict[str, float]:
@@ -152,19 +209,6 @@ def plot(rows: list[dict], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def write_benchmarks_md(table: str, png: str) -> None:
-    from prodcat.io import atomic_path
-
-    path = os.path.join(ROOT, "BENCHMARKS.md")
-    block = f"{MARKER_START}\n{table}\n\n![accuracy and macro-F1]({os.path.relpath(png, ROOT)})\n{MARKER_END}"
-    text = open(path, encoding="utf-8").read() if os.path.exists(path) else f"# Benchmarks\n\n{MARKER_START}\n{MARKER_END}\n"
-    if MARKER_START not in text:
-        text += f"\n{MARKER_START}\n{MARKER_END}\n"
-    text = re.sub(re.escape(MARKER_START) + r".*?" + re.escape(MARKER_END), lambda _: block, text, flags=re.S)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
@@ -172,6 +216,10 @@ def main() -> int:
     parser.add_argument("--output_dir", default=os.path.join(ROOT, "bench_out"), help="Where prodcat models are written.")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--write", action="store_true", help="Update BENCHMARKS.md and benchmarks/accuracy.png.")
+    parser.add_argument(
+        "--reuse_models", action="store_true",
+        help="Score the prodcat models an earlier run left in --output_dir instead of retraining (train s as recorded then).",
+    )
     parser.add_argument(
         "--parallel", action="store_true",
         help="Run each dataset in its own process pinned to its own core with one thread (the datasets train side by side).",
@@ -192,7 +240,7 @@ def main() -> int:
     if args.write:
         png = os.path.join(ROOT, "benchmarks", "accuracy.png")
         plot(rows, png)
-        write_benchmarks_md(table, png)
+        write_benchmarks_block("accuracy-table", f"{table}\n\n![accuracy and macro-F1]({os.path.relpath(png, ROOT)})")
         print(f"wrote BENCHMARKS.md and {os.path.relpath(png, ROOT)}")
     return 0
 
@@ -206,6 +254,8 @@ def run_parallel(args: argparse.Namespace) -> list[dict]:
             rows_json = os.path.join(folder, f"{i}.json")
             command = [sys.executable, os.path.abspath(__file__), "--datasets", dataset, "--methods", *args.methods,
                        "--output_dir", args.output_dir, "--seed", str(args.seed), "--rows_json", rows_json]
+            if args.reuse_models:
+                command.append("--reuse_models")
             env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
             core = cores[i % len(cores)]
             children.append((rows_json, subprocess.Popen(command, env=env, preexec_fn=lambda c=core: os.sched_setaffinity(0, {c}))))
@@ -222,21 +272,18 @@ def run_datasets(args: argparse.Namespace) -> list[dict]:
     """Train and score every method on every dataset in this process; returns the table rows."""
     rows = []
     for dataset in args.datasets:
-        train_path, test_path = (os.path.join(DATA, dataset, f"{split}.csv") for split in ("train", "test"))
-        if not (os.path.exists(train_path) and os.path.exists(test_path)):
-            print(f"skipping {dataset}: {train_path} / {test_path} not found (the shared/ data folder beside the repo)")
+        paths = split_paths(dataset)
+        if paths is None:
             continue
+        train_path, test_path = paths
         train = pd.read_csv(train_path, dtype=str, keep_default_na=False)
         test = pd.read_csv(test_path, dtype=str, keep_default_na=False)
         for method in args.methods:
             print(f"== {dataset}: {METHOD_NAMES[method]}", flush=True)
-            if method == "prodcat":
-                out = os.path.join(args.output_dir, dataset)
-                predicted, train_seconds, ips = run_prodcat(train_path, test, test_path, out, dataset)
-            elif method == "tfidf":
-                predicted, train_seconds, ips = run_tfidf(train, test, args.seed)
-            else:
-                predicted, train_seconds, ips = run_fasttext(train, test, args.seed)
+            found = run_method(method, train_path, train, test, test_path, os.path.join(args.output_dir, dataset), dataset, args)
+            if found is None:
+                continue
+            predicted, train_seconds, ips = found
             row = {"dataset": dataset, "method": method, "train_seconds": train_seconds, "items_per_second": ips}
             row.update(score(predicted, test.category.tolist()))
             rows.append(row)

@@ -89,6 +89,14 @@ class ModelArguments:
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after this many evaluations without improvement (default: off)."}
     )
+    ngram_ensemble: bool = field(
+        default=False,
+        metadata={
+            "help": "Also fit a TF-IDF n-gram model (saved in ngram/, no pickle) and its ensemble weight on validation; "
+            "used by prodcat's predictor with --ensemble (more accurate on long-tailed catalogues). The saved "
+            "transformer and what pipeline() returns are unchanged."
+        },
+    )
 
 
 @dataclass

@@ -67,6 +67,8 @@ MODEL_FILE_PATTERNS = (
 #: Sub-folders sent with a push, and which files in them.
 FOLDER_PATTERNS = {
     "onnx": ("*",),
+    # The n-gram ensemble (--ngram_ensemble); its vocabulary lists words and word pairs of the training texts.
+    "ngram": ("config.json", "vocabulary.json", "weights.safetensors"),
     # The evaluation report's summaries and plots; not per-row files, which hold product texts.
     "report": ("*.json", "*.md", "*.png", "*.svg"),
 }

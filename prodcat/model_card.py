@@ -601,6 +601,17 @@ def render_model_card(
     calibration_text = None
     if "ece_before" in calibration and "ece_after" in calibration:
         calibration_text = f"expected calibration error on validation {calibration['ece_before']:.3f} → {calibration['ece_after']:.3f}"
+    ensemble = (summary.get("results") or {}).get("ngram_ensemble") or {}
+    ensemble_text = None
+    if "validation_transformer_accuracy" in ensemble and "validation_ensemble_accuracy" in ensemble:
+        ensemble_text = (
+            f"On the validation split it moves accuracy {ensemble['validation_transformer_accuracy']:.3f} → "
+            f"{ensemble['validation_ensemble_accuracy']:.3f} and macro-F1 {ensemble['validation_transformer_macro_f1']:.3f} → "
+            f"{ensemble['validation_ensemble_macro_f1']:.3f}"
+        )
+        if "test_accuracy" in ensemble:
+            ensemble_text += f"; on the test split the ensemble scores accuracy {ensemble['test_accuracy']:.3f}, macro-F1 {ensemble['test_macro_f1']:.3f}"
+        ensemble_text += "."
     model_ref = hub_model_id or f"./{model_name}"
 
     environment = jinja2.Environment(
@@ -632,6 +643,7 @@ def render_model_card(
         temperature=None if temperature is None else f"{float(temperature):.3f}",
         calibration=calibration_text,
         onnx=onnx,
+        ensemble=ensemble_text,
         limitations=_limitations(labels, summary, taxonomy),
         license_text=_license_text(license),
     )

@@ -81,7 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--recheck_margin",
         type=float,
         help="With --quantize: recompute in fp32 the rows whose top-1/top-2 logit margin is below this "
-        "(default: twice the int8 logit error measured when quantizing; 0 = pure int8).",
+        "(default: the margin measured on the category names when quantizing; 0 = pure int8).",
+    )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="Pool the model with its n-gram model (trained with --ngram_ensemble true; more accurate on long-tailed catalogues).",
     )
     parser.add_argument("--max_seq_length", type=int, help="Tokens per text (default: the training run's, else 128).")
     parser.add_argument("--num_threads", type=int, help="CPU threads (default: all cores, shared between processes).")
@@ -435,6 +440,7 @@ def _load_categorizer(args: argparse.Namespace, processes: Processes | None = No
         label_separator=args.label_separator,
         trust_remote_code=args.trust_remote_code,
         recheck_margin=args.recheck_margin,
+        ensemble=args.ensemble,
     )
 
 

@@ -373,6 +373,7 @@ class Categorizer:
         backend: str = "torch",
         model_dir: str = "",
         source: str = "",
+        ensemble=None,
     ):
         """Low-level constructor: ``forward(features: dict[str, np.ndarray]) -> logits``; prefer from_pretrained."""
         from .inference import MODEL_INPUTS
@@ -387,6 +388,8 @@ class Categorizer:
         self.backend = backend
         self.model_dir = model_dir
         self.source = source or model_dir
+        #: The n-gram ensemble (prodcat.ngram.NgramEnsemble) when loaded with ensemble=True, else None.
+        self.ensemble = ensemble
         #: Training settings of a prodcat model (text_columns, max_seq_length ...); {} for others.
         self.training_summary = _training_summary(model_dir) if model_dir else {}
 
@@ -404,6 +407,7 @@ class Categorizer:
         trust_remote_code: bool = False,
         onnx_cache_dir: str | None = None,
         recheck_margin: float | None = None,
+        ensemble: bool = False,
     ) -> "Categorizer":
         """Load a categoriser from a model folder or a Hub id.
 
@@ -420,8 +424,10 @@ class Categorizer:
             trust_remote_code: allow model code from the model folder / repository (off by default).
             onnx_cache_dir: where to cache ONNX files (default: ``DIR/onnx`` or the user cache).
             recheck_margin: int8 only: rows whose top-1/top-2 logit margin is below this are
-                recomputed with the fp32 graph; default: twice the int8 logit error measured at
-                quantization time (``onnx_backend.measure_recheck_margin``); 0 = pure int8.
+                recomputed with the fp32 graph; default: the margin measured on the category names
+                at quantization time (``onnx_backend.measure_recheck_margin``); 0 = pure int8.
+            ensemble: pool the transformer with the n-gram model saved by ``--ngram_ensemble``
+                (prodcat.ngram; more accurate on long-tailed catalogues, not what ``pipeline()`` returns).
         """
         from .model import check_weights_are_safe, load_tokenizer
 
@@ -477,10 +483,16 @@ class Categorizer:
             if quantize and margin > 0:
                 forward = onnx_backend.RecheckedRunner(forward, runner(False), margin)
             input_names = [name for name in input_names if name in forward.input_names]
+        pooled = None
+        if ensemble:
+            from .ngram import NgramEnsemble
+
+            pooled = NgramEnsemble.load(model_dir, labels)
         return cls(
             labels,
             tokenizer,
             forward,
+            ensemble=pooled,
             temperature=temperature,
             max_length=max_seq_length,
             input_names=input_names,
@@ -502,8 +514,15 @@ class Categorizer:
         )
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Leaf probabilities ``softmax(logits / T)``, ``[len(texts), len(labels)]`` (columns = ``labels``)."""
-        return softmax(self.logits(texts, batch_size, progress), self.temperature)
+        """Leaf probabilities ``[len(texts), len(labels)]`` (columns = ``labels``).
+
+        ``softmax(logits / T)``; with the n-gram ensemble, its pooled probabilities (prodcat.ngram).
+        """
+        texts = list(texts)
+        logits = self.logits(texts, batch_size, progress)
+        if self.ensemble is not None:
+            return self.ensemble.probabilities(texts, logits)
+        return softmax(logits, self.temperature)
 
     def predict(
         self,
@@ -575,4 +594,5 @@ class Categorizer:
         return build
 
     def __repr__(self) -> str:
-        return f"Categorizer({self.source!r}, backend={self.backend!r}, categories={len(self.labels)}, levels={self.taxonomy.depth})"
+        extra = ", ensemble=True" if self.ensemble is not None else ""
+        return f"Categorizer({self.source!r}, backend={self.backend!r}{extra}, categories={len(self.labels)}, levels={self.taxonomy.depth})"

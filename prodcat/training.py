@@ -376,6 +376,15 @@ def run_training(
                 tokenizer=tokenizer,
             )
             write_json(os.path.join(training_args.output_dir, "calibration.json"), results["calibration"])
+        if model_args.ngram_ensemble and splits.validation is not None:
+            from .ngram import fit_ensemble_for_model
+
+            results["ngram_ensemble"] = fit_ensemble_for_model(
+                training_args.output_dir, trainer.model, tokenizer, splits, test_table,
+                batch_size=training_args.per_device_eval_batch_size, max_length=data_args.max_seq_length, seed=training_args.seed,
+            )
+        elif model_args.ngram_ensemble:
+            logger.warning("--ngram_ensemble needs validation data to choose its weight: no n-gram model was fitted")
         if test_table is not None:
             from .report import write_report
 

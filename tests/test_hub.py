@@ -58,6 +58,10 @@ def model_dir(trained_model_dir, tmp_path) -> str:
     for name in ("model.onnx", "config.json"):
         with open(os.path.join(out, "onnx", name), "wb") as handle:
             handle.write(b"onnx")
+    os.makedirs(os.path.join(out, "ngram"))
+    for name in ("config.json", "vocabulary.json", "weights.safetensors", "scratch.pkl"):
+        with open(os.path.join(out, "ngram", name), "wb") as handle:
+            handle.write(b"{}")
     os.makedirs(os.path.join(out, "report"))
     for name in ("metrics.json", "confusion.png", "errors.csv"):
         with open(os.path.join(out, "report", name), "wb") as handle:
@@ -130,7 +134,8 @@ def test_push_sends_the_model_card_and_results_but_no_checkpoints_or_pickles(mod
     local_model_files = {n for n in os.listdir(model_dir) if n in MODEL_FILES}
     assert local_model_files | {"README.md"} <= paths
     assert {"onnx/model.onnx", "onnx/config.json", "report/metrics.json", "report/confusion.png"} <= paths
-    assert not {p for p in paths if p.startswith("checkpoint-") or p.endswith((".bin", ".pt", ".pth", ".partial", ".csv"))}
+    assert {"ngram/config.json", "ngram/vocabulary.json", "ngram/weights.safetensors"} <= paths  # the --ensemble model
+    assert not {p for p in paths if p.startswith("checkpoint-") or p.endswith((".bin", ".pt", ".pth", ".partial", ".csv", ".pkl"))}
     assert "training_args.bin" in os.listdir(model_dir)  # it exists locally, it is just never sent
 
     # Each file operation points at the file on disk, with its real size; the card comes from memory.

@@ -56,14 +56,19 @@ def test_onnx_fp32_and_int8_agree_with_torch_on_top1(model_copy, texts):
     assert agreement >= INT8_MIN_AGREEMENT, f"int8 top-1 agreement {agreement:.3f} < {INT8_MIN_AGREEMENT}"
     assert os.path.getsize(int8.forward.path) < os.path.getsize(fp32.forward.path) / 2
 
-    # Default int8: near-ties (int8 top-2 margin < recheck margin) are recomputed with fp32.
-    rechecked = Categorizer.from_pretrained(model_copy, backend="onnx", quantize=True)
-    assert isinstance(rechecked.forward, onnx_backend.RecheckedRunner)
+    # Default int8: near-ties (int8 top-2 margin < recheck margin) are recomputed with fp32; the
+    # margin is the one measured on the category names at quantization time.
+    default = Categorizer.from_pretrained(model_copy, backend="onnx", quantize=True)
+    stored = json.load(open(os.path.join(model_copy, "onnx", "manifest.json")))["recheck_margin"]
+    if stored > 0:
+        assert isinstance(default.forward, onnx_backend.RecheckedRunner) and default.forward.margin == stored
+    else:  # int8 flipped no more probe texts than allowed: plain int8
+        assert not isinstance(default.forward, onnx_backend.RecheckedRunner)
+    # A margin wide enough to re-check some of the sample's rows, to see which rows get replaced.
+    rechecked = Categorizer.from_pretrained(model_copy, backend="onnx", quantize=True, recheck_margin=2.0)
     logits = rechecked.logits(texts, batch_size=16)
     top2 = np.sort(int8_logits, axis=1)[:, -2:]
     margin = rechecked.forward.margin
-    # Measured at quantization time: twice the int8 logit error on the category names.
-    assert margin == json.load(open(os.path.join(model_copy, "onnx", "manifest.json")))["recheck_margin"] > 0
     near_tie = top2[:, 1] - top2[:, 0] < margin
     np.testing.assert_allclose(logits[near_tie], fp32_logits[near_tie], atol=FP32_LOGIT_ATOL)
     np.testing.assert_allclose(logits[~near_tie], int8_logits[~near_tie], atol=1e-6)
@@ -94,6 +99,23 @@ def test_recheck_replaces_only_near_ties():
     assert fp32.seen == [[0, 2]]  # margins 0.5 and 0.9 are below 1.0; 8.0 is not
     np.testing.assert_array_equal(out, np.stack([fp32_logits[0], int8_logits[1], fp32_logits[2]]))
     assert (runner.rows, runner.rechecked) == (3, 2)
+
+
+def test_recheck_margin_leaves_at_most_the_allowed_share_of_flips():
+    rng = np.random.default_rng(0)
+    fp32 = rng.normal(size=(2000, 30)).astype(np.float32)
+    int8 = fp32 + rng.normal(scale=0.3, size=fp32.shape).astype(np.float32)
+    flipped = int8.argmax(axis=1) != fp32.argmax(axis=1)
+    assert flipped.sum() > 20  # the noise flips some rows, or the test says nothing
+    top2 = np.sort(int8, axis=1)[:, -2:]
+    margins = top2[:, 1] - top2[:, 0]
+    for miss_rate in (0.0, 0.001, 0.005):
+        margin = onnx_backend.margin_for_miss_rate(int8, fp32, miss_rate)
+        unchecked_flips = int((flipped & (margins >= margin)).sum())
+        assert unchecked_flips <= int(miss_rate * len(fp32))
+        # ...and it is the smallest such margin: one flip fewer re-checked would exceed the allowance.
+        assert int((flipped & (margins >= np.nextafter(margins[flipped & (margins < margin)].max(), -np.inf))).sum()) > int(miss_rate * len(fp32))
+    assert onnx_backend.margin_for_miss_rate(fp32, fp32) == 0.0  # nothing flipped: pure int8
 
 
 def test_export_is_cached_next_to_the_model_and_reused(model_copy, texts, monkeypatch):
