@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/inference.py outputs/model [--n 5000] [--threads 2] [--output inference.md]
+    python benchmarks/inference.py outputs/model [--n 5000] [--threads 2] [--output inference.md] [--write]
 
 Loads one trained model folder and ``--n`` real product titles (the bigbasket-27k test split in
 ``../shared/data``, topped up from its train split when the test split is shorter; skips with a
@@ -33,12 +33,13 @@ import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from common import DATA as SHARED_DATA
+from common import write_benchmarks_block
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "bigbasket-27k")
+DATA = os.path.join(SHARED_DATA, "bigbasket-27k")
 TARGET_SPEEDUP = 2.5
 TARGET_AGREEMENT = 0.995
 TARGET_P50_MS = 3.0
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for every engine (default: all cores).")
     parser.add_argument("--batch_size", type=int, default=64, help="prodcat batch size (the pipeline uses 32).")
     parser.add_argument("--output", help="Also write the table as markdown to this file.")
+    parser.add_argument("--write", action="store_true", help="Rewrite the inference table in BENCHMARKS.md.")
     args = parser.parse_args(argv)
 
     titles = load_titles(args.n)
@@ -222,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
 
         with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8") as handle:
             handle.write(table + "\n")
+    if args.write:
+        write_benchmarks_block("inference", table)
+        print("wrote BENCHMARKS.md")
     return 0
 
 

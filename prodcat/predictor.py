@@ -472,16 +472,20 @@ class Categorizer:
         else:
             from . import onnx_backend
 
-            def runner(quantized: bool) -> onnx_backend.OnnxRunner:
-                path = onnx_backend.ensure_onnx_model(
+            def export(quantized: bool) -> str:
+                return onnx_backend.ensure_onnx_model(
                     model_dir, quantize=quantized, trust_remote_code=trust_remote_code, cache_dir=onnx_cache_dir
                 )
-                return onnx_backend.OnnxRunner(path, num_threads=num_threads, device=device)
 
-            forward = runner(quantize)
-            margin = onnx_backend.calibrated_recheck_margin(forward.path) if recheck_margin is None else float(recheck_margin)
-            if quantize and margin > 0:
-                forward = onnx_backend.RecheckedRunner(forward, runner(False), margin)
+            path = export(quantize)
+            margin = onnx_backend.calibrated_recheck_margin(path) if recheck_margin is None else float(recheck_margin)
+            rechecked = quantize and margin > 0
+            # Two sessions taking turns (int8, then fp32 for near-ties) run faster without spin-waiting
+            # threads: measured 1.5x the throughput (bigbasket-27k model, 2 cores: 1,822 vs 1,183 titles/s).
+            forward = onnx_backend.OnnxRunner(path, num_threads=num_threads, device=device, spin=not rechecked)
+            if rechecked:
+                fp32 = onnx_backend.OnnxRunner(export(False), num_threads=num_threads, device=device, spin=False)
+                forward = onnx_backend.RecheckedRunner(forward, fp32, margin)
             input_names = [name for name in input_names if name in forward.input_names]
         pooled = None
         if ensemble:
