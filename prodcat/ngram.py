@@ -93,25 +93,27 @@ class NgramModel:
         import scipy.sparse as sp
         from sklearn.svm import LinearSVC
 
-        word, char = _vectorizers()
-        features = sp.hstack([word.fit_transform(texts), char.fit_transform(texts)]).tocsr()
-        classes = sorted(set(labels))
-        if len(classes) < 2:
+        if len(set(labels)) < 2:
             raise ProdcatError("the n-gram model needs at least 2 categories in the training data")
+        word, char = _vectorizers()
+        try:
+            features = sp.hstack([word.fit_transform(texts), char.fit_transform(texts)]).tocsr()
+        except ValueError as err:  # e.g. no term occurs in 2 texts
+            raise ProdcatError(f"the n-gram model cannot be fitted ({err}); train without --ngram_ensemble") from None
         svm = LinearSVC(C=SVM_C, random_state=seed).fit(features, list(labels))
         coef, intercept = svm.coef_, svm.intercept_
         if len(svm.classes_) == 2:  # binary LinearSVC returns one row for the second class
             coef, intercept = np.vstack([-coef, coef]), np.array([-intercept[0], intercept[0]])
         column = {name: i for i, name in enumerate(label_names)}
         rows = np.array([column[c] for c in svm.classes_])
-        full = np.zeros((len(label_names), features.shape[1]), dtype=np.float32)
-        full[rows] = coef
-        full[np.abs(full) < PRUNE_BELOW] = 0.0
+        # Sparse from the start (no dense labels x features copy); row i of coef is category rows[i].
+        kept = sp.coo_matrix(np.where(np.abs(coef) < PRUNE_BELOW, 0.0, coef).astype(np.float32))
+        weights = sp.csr_matrix((kept.data, (rows[kept.row], kept.col)), shape=(len(label_names), features.shape[1]))
         bias = np.full(len(label_names), UNSEEN_DECISION, dtype=np.float32)
         bias[rows] = intercept
         return cls(
             list(label_names), _terms(word), _terms(char), word.idf_.astype(np.float32), char.idf_.astype(np.float32),
-            sp.csr_matrix(full), bias, (word, char),
+            weights, bias, (word, char),
         )
 
     def features(self, texts: Sequence[str]):

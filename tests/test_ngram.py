@@ -119,3 +119,8 @@ def test_predict_cli_ensemble(ensemble_model_dir, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     expected = Categorizer.from_pretrained(ensemble_model_dir, device="cpu", ensemble=True).predict("Wireless over-ear headphones")[0]
     assert result["category"] == expected.category
+
+
+def test_texts_without_shared_terms_are_a_clear_error():
+    with pytest.raises(ProdcatError, match="cannot be fitted.*without --ngram_ensemble"):
+        NgramModel.fit(["qx", "zv"], ["A > B", "C > D"], ["A > B", "C > D"])
