@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser, TrainingArguments
 
-from .errors import ProdcatError
+from .errors import ProdcatError, first_line
 from .hierarchy import CANONICAL_SEPARATOR
 
 _REPO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sample_products.csv")
@@ -203,19 +203,14 @@ def parse_train_args(argv: list[str] | None = None) -> tuple[ModelArguments, Dat
         try:
             return parser.parse_dict(config, allow_extra_keys=False)
         except ValueError as err:
-            message = str(err).strip().splitlines()[0]
+            message = first_line(err)
             raise ProdcatError(f"{path}: {message}; see python train.py --help for the valid keys") from None
         except Exception as err:
-            raise ProdcatError(f"{path}: invalid config ({type(err).__name__}: {_first_line(err)})") from None
+            raise ProdcatError(f"{path}: invalid config ({type(err).__name__}: {first_line(err)})") from None
     try:
         return parser.parse_args_into_dataclasses(args=argv)
     except ValueError as err:
-        raise ProdcatError(f"invalid arguments: {str(err).strip().splitlines()[0]}") from None
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
+        raise ProdcatError(f"invalid arguments: {first_line(err)}") from None
 
 
 def _read_config_file(parser: HfArgumentParser, path: str) -> dict:
@@ -241,7 +236,7 @@ def _read_config_file(parser: HfArgumentParser, path: str) -> dict:
     except UnicodeDecodeError:
         raise ProdcatError(f"{path}: the config file is not UTF-8 text") from None
     except Exception as err:  # json.JSONDecodeError, yaml.YAMLError
-        raise ProdcatError(f"{path}: cannot read the config file ({type(err).__name__}: {_first_line(err)})") from None
+        raise ProdcatError(f"{path}: cannot read the config file ({type(err).__name__}: {first_line(err)})") from None
     if not isinstance(config, dict):
         raise ProdcatError(f"{path}: a config file must map option names to values, e.g. {{\"num_train_epochs\": 3}}")
     actions = {action.dest: action for action in parser._actions if action.type is not None}

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import ProdcatError
+from .errors import ProdcatError, first_line
 from .io import write_json
 
 logger = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def load_saved_model(model_dir: str, device: str | None = None):
     try:
         model = load_torch_classifier(model_dir, model_dir, device)
     except (RuntimeError, AssertionError, ValueError) as err:
-        raise ProdcatError(f"cannot use device '{device}' ({str(err).strip().splitlines()[0]}); pass --device cpu") from None
+        raise ProdcatError(f"cannot use device '{device}' ({first_line(err)}); pass --device cpu") from None
     return model, tokenizer
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from datasets import ClassLabel, Dataset
 
-from .errors import ProdcatError
+from .errors import ProdcatError, first_line
 from .hierarchy import CANONICAL_SEPARATOR, normalize_path
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def read_frame(path: str) -> pd.DataFrame:
     except MemoryError:
         raise ProdcatError(f"{path}: the file does not fit in memory; split it into smaller files") from None
     except Exception as err:  # pyarrow and friends raise many types; all mean "unreadable"
-        raise ProdcatError(f"{path}: cannot read the file ({type(err).__name__}: {_first_line(err)})") from None
+        raise ProdcatError(f"{path}: cannot read the file ({type(err).__name__}: {first_line(err)})") from None
     return frame
 
 
@@ -201,7 +201,7 @@ def _delimited_rows(path: str, sep: str) -> Iterator[tuple[list[str], int, list[
     except UnicodeDecodeError:
         raise ProdcatError(f"{path}: {describe_decode_error(path)}") from None
     except csv.Error as err:
-        raise ProdcatError(f"{path}: cannot parse the table ({_first_line(err)}); check quoting and separators") from None
+        raise ProdcatError(f"{path}: cannot parse the table ({first_line(err)}); check quoting and separators") from None
     if header is None:
         raise ProdcatError(f"{path}: file has no header row; the first line must name the columns")
     if padded:
@@ -413,11 +413,6 @@ def describe_decode_error(path: str) -> str:
         except UnicodeDecodeError:
             pass
         return f"line {line} is not valid UTF-8 (byte 0x{data[exact.start]:02x}){hint}; save the file as UTF-8"
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def _missing_columns_error(path: str, missing: list[str], header: list[str]) -> ProdcatError:

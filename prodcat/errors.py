@@ -11,3 +11,14 @@ class ProdcatError(Exception):
     """
 
     exit_code = 2
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for one-line errors.
+
+    Example:
+        >>> first_line(ValueError("bad value")), first_line(ValueError())
+        ('bad value', 'ValueError')
+    """
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

@@ -39,7 +39,7 @@ from huggingface_hub.errors import HFValidationError, HfHubHTTPError, OfflineMod
 from huggingface_hub.utils import get_token, validate_repo_id
 
 from . import model_card
-from .errors import ProdcatError
+from .errors import ProdcatError, first_line
 from .io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def check_repo_id(hub_model_id: str | None) -> str:
     try:
         validate_repo_id(hub_model_id)
     except HFValidationError as err:
-        reason = str(err).strip().splitlines()[0].replace(" Use `repo_type` argument if needed.", "")
+        reason = first_line(err).replace(" Use `repo_type` argument if needed.", "")
         raise ProdcatError(
             f"--hub_model_id {hub_model_id!r} is not a valid Hub repo id ({reason}); use org/name with letters, digits, '-', '_' or '.'"
         ) from None

@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from .errors import ProdcatError
+from .errors import ProdcatError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def resolve_model_path(name_or_path: str | None) -> str:
 
 
 def _unreachable_model_error(name: str, err: BaseException) -> ProdcatError:
-    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    detail = first_line(err)
     if os.path.isdir(name):
         return ProdcatError(f"{name}: not a loadable model folder ({detail}); it needs config.json, tokenizer files and model.safetensors")
     return ProdcatError(

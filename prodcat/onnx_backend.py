@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from .errors import ProdcatError
+from .errors import ProdcatError, first_line
 from .io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -424,7 +424,7 @@ class OnnxRunner:
         try:
             self.session = ort.InferenceSession(path, options, providers=providers)
         except Exception as err:
-            raise ProdcatError(f"{path}: onnxruntime cannot load this file ({str(err).strip().splitlines()[0]}); delete it to re-export") from None
+            raise ProdcatError(f"{path}: onnxruntime cannot load this file ({first_line(err)}); delete it to re-export") from None
         self.path = path
         self.input_names = [i.name for i in self.session.get_inputs()]
 

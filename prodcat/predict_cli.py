@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .data import describe_decode_error, file_format, iter_delimited_frames, iter_jsonl_rows, join_text_columns, read_header
-from .errors import ProdcatError
+from .errors import ProdcatError, first_line
 from .io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -186,11 +186,6 @@ class Processes:
 # --------------------------------------------------------------------------------------------
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
 class TableReader:
     """Reads a CSV / TSV / JSON Lines / Parquet file chunk by chunk (``columns``, ``rows_estimate``, ``chunks()``)."""
 
@@ -224,7 +219,7 @@ class TableReader:
         except pd.errors.EmptyDataError:
             raise ProdcatError(f"{self.path}: file has no header row; the first line must name the columns") from None
         except Exception as err:
-            raise ProdcatError(f"{self.path}: cannot read the file ({type(err).__name__}: {_first_line(err)})") from None
+            raise ProdcatError(f"{self.path}: cannot read the file ({type(err).__name__}: {first_line(err)})") from None
 
     @property
     def _sep(self) -> str:
@@ -272,9 +267,9 @@ class TableReader:
         except UnicodeDecodeError:
             raise ProdcatError(f"{self.path}: {describe_decode_error(self.path)}") from None
         except pd.errors.ParserError as err:
-            raise ProdcatError(f"{self.path}: cannot parse the table ({_first_line(err)}); check quoting and separators") from None
+            raise ProdcatError(f"{self.path}: cannot parse the table ({first_line(err)}); check quoting and separators") from None
         except (OSError, ValueError) as err:
-            raise ProdcatError(f"{self.path}: cannot read the file ({type(err).__name__}: {_first_line(err)})") from None
+            raise ProdcatError(f"{self.path}: cannot read the file ({type(err).__name__}: {first_line(err)})") from None
 
 
 def _parquet_columns(names: Sequence[str]) -> list[str]:
@@ -338,7 +333,7 @@ class TableWriter:
             except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
                 raise ProdcatError(
                     f"{self.path}: rows {self.rows + 1}-{self.rows + len(frame)} do not fit the column types of the first rows "
-                    f"({_first_line(err)}); write .csv or .jsonl instead"
+                    f"({first_line(err)}); write .csv or .jsonl instead"
                 ) from None
         self._parquet.write_table(table)
 

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .calibration import model_temperature
-from .errors import ProdcatError
+from .errors import ProdcatError, first_line
 from .hierarchy import CANONICAL_SEPARATOR, level_membership, max_depth, normalize_path, path_depth, split_path
 
 logger = logging.getLogger(__name__)
@@ -284,7 +284,7 @@ def resolve_model_dir(path_or_hub_id: str, include_onnx: bool = False) -> tuple[
             allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"] + (["onnx/*"] if include_onnx else []),
         )
     except Exception as err:  # offline cache miss, unknown repo, no network: all one message
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        detail = first_line(err)
         where = "not in the Hugging Face cache and HF_HUB_OFFLINE=1" if HF_HUB_OFFLINE else f"cannot be fetched ({detail})"
         raise ProdcatError(f"{path_or_hub_id}: not a model folder, and as a Hub id it is {where}") from None
     if not any(name.endswith(".safetensors") for name in os.listdir(folder)):
@@ -309,7 +309,7 @@ def _load_config(model_dir: str, source: str, trust_remote_code: bool):
     try:
         return AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     except Exception as err:
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        detail = first_line(err)
         raise ProdcatError(f"{source}: cannot read the model config ({detail}); the folder needs config.json") from None
 
 
@@ -333,7 +333,7 @@ def load_torch_classifier(model_dir: str, source: str, device: str, trust_remote
             model_dir, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
         )
     except Exception as err:
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        detail = first_line(err)
         raise ProdcatError(f"{source}: cannot load the model weights ({detail})") from None
     return model.to(device).eval()
 
