@@ -22,7 +22,7 @@ import os
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -328,12 +328,21 @@ def _read_jsonl(path: str) -> pd.DataFrame:
     return frame
 
 
+def parquet_columns(names: Sequence[str]) -> list[str]:
+    """Physical Parquet columns, less the unnamed pandas index (``__index_level_0__``).
+
+    A named pandas index (``df.set_index("sku").to_parquet(...)``) is stored as a column ``sku``
+    and kept like any other column.
+    """
+    return [name for name in names if not re.fullmatch(r"__index_level_\d+__", name)]
+
+
 def _read_parquet(path: str) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    names = [n for n in table.column_names if not re.fullmatch(r"__index_level_\d+__", n)]
+    names = parquet_columns(table.column_names)
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise ProdcatError(f"{path}: duplicated column name(s) {', '.join(map(repr, duplicated))}; give every column a unique name")

@@ -29,7 +29,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -37,7 +36,15 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from .data import describe_decode_error, file_format, iter_delimited_frames, iter_jsonl_rows, join_text_columns, read_header
+from .data import (
+    describe_decode_error,
+    file_format,
+    iter_delimited_frames,
+    iter_jsonl_rows,
+    join_text_columns,
+    parquet_columns,
+    read_header,
+)
 from .errors import ProdcatError, first_line
 from .io import atomic_path
 
@@ -211,34 +218,25 @@ class TableReader:
             import pyarrow.parquet as pq
 
             parquet = pq.ParquetFile(self.path)
-            return _parquet_columns(parquet.schema_arrow.names), parquet.metadata.num_rows
+            return parquet_columns(parquet.schema_arrow.names), parquet.metadata.num_rows
         except ProdcatError:
             raise
         except UnicodeDecodeError:
             raise ProdcatError(f"{self.path}: {describe_decode_error(self.path)}") from None
-        except pd.errors.EmptyDataError:
-            raise ProdcatError(f"{self.path}: file has no header row; the first line must name the columns") from None
         except Exception as err:
             raise ProdcatError(f"{self.path}: cannot read the file ({type(err).__name__}: {first_line(err)})") from None
-
-    @property
-    def _sep(self) -> str:
-        return "\t" if self.format == "tsv" else ","
 
     def _jsonl_keys(self) -> tuple[list[str], int]:
         """One pass over a JSON Lines file: validate every line and collect the keys in first-seen order."""
         keys: dict[str, None] = {}
         rows = 0
-        for _line_number, row in self._jsonl_rows():
+        for _line_number, row in iter_jsonl_rows(self.path):
             rows += 1
             for key in row:
                 keys.setdefault(key, None)
         if rows == 0:
             raise ProdcatError(f"{self.path}: no JSON lines found; each line must be one product as a JSON object")
         return list(keys), rows
-
-    def _jsonl_rows(self) -> Iterator[tuple[int, dict]]:
-        return iter_jsonl_rows(self.path)
 
     def chunks(self) -> Iterator[pd.DataFrame]:
         """DataFrames of at most ``chunk_size`` rows, in file order, with columns ``self.columns``."""
@@ -249,7 +247,7 @@ class TableReader:
                 yield from iter_delimited_frames(self.path, self.chunk_size)
             elif self.format == "jsonl":
                 batch: list[dict] = []
-                for _line_number, row in self._jsonl_rows():
+                for _line_number, row in iter_jsonl_rows(self.path):
                     batch.append(row)
                     if len(batch) == self.chunk_size:
                         yield pd.DataFrame(batch, columns=self.columns)
@@ -266,19 +264,8 @@ class TableReader:
             raise
         except UnicodeDecodeError:
             raise ProdcatError(f"{self.path}: {describe_decode_error(self.path)}") from None
-        except pd.errors.ParserError as err:
-            raise ProdcatError(f"{self.path}: cannot parse the table ({first_line(err)}); check quoting and separators") from None
         except (OSError, ValueError) as err:
             raise ProdcatError(f"{self.path}: cannot read the file ({type(err).__name__}: {first_line(err)})") from None
-
-
-def _parquet_columns(names: Sequence[str]) -> list[str]:
-    """Physical Parquet columns, less the unnamed pandas index (``__index_level_0__``).
-
-    A named pandas index (``df.set_index("sku").to_parquet(...)``) is stored as a column ``sku``
-    and kept like any other column.
-    """
-    return [name for name in names if not re.fullmatch(r"__index_level_\d+__", name)]
 
 
 def _count_lines(path: str) -> int:
