@@ -167,8 +167,9 @@ class NgramEnsemble:
 
     def probabilities(self, texts: Sequence[str], logits: np.ndarray) -> np.ndarray:
         """``softmax(s / T)`` over the categories, rows in input order."""
-        scores = self.scores(texts, logits) / self.temperature
-        return np.exp(log_softmax(scores)).astype(np.float32)
+        from .calibration import probabilities
+
+        return probabilities(self.scores(texts, logits), self.temperature).astype(np.float32)
 
     # ---- storage -------------------------------------------------------------------------------
 
@@ -261,27 +262,24 @@ def fit_ngram_ensemble(
     ``validation_texts`` (columns = ``label_names``); rows of categories outside ``label_names`` are
     left out of the fit.
     """
-    from .calibration import fit_temperature
+    from .calibration import fit_temperature, label_ids, negative_log_likelihood
     from .metrics.taxonomy_metrics import taxonomy_scores
 
     label_names = list(label_names)
-    column = {name: i for i, name in enumerate(label_names)}
-    known = [i for i, label in enumerate(validation_labels) if label in column]
-    if not known:
+    ids = label_ids(validation_labels, {name: i for i, name in enumerate(label_names)})
+    known = np.flatnonzero(ids >= 0)
+    if not len(known):
         raise ProdcatError("the n-gram ensemble needs validation rows of known categories to choose its weight")
-    targets = np.array([column[validation_labels[i]] for i in known])
+    targets = ids[known]
     first = NgramModel.fit(train_texts, train_labels, label_names, seed)
     decisions = first.decisions(validation_texts)[known]
     logits = np.asarray(validation_logits)[known]
-
-    def nll(scores: np.ndarray, temperature: float) -> float:
-        return float(-log_softmax(scores / temperature)[np.arange(len(targets)), targets].mean())
 
     trials = {}
     for a, w in [(1.0, 0.0)] + [(a, w) for a in SCALES for w in WEIGHTS if w > 0]:
         scores = pool(logits, decisions, a, w)
         temperature = float(fit_temperature(scores, targets))
-        trials[(a, w)] = (nll(scores, temperature), temperature)
+        trials[(a, w)] = (negative_log_likelihood(scores, targets, temperature), temperature)
     (scale, weight), (best_nll, temperature) = min(trials.items(), key=lambda item: item[1][0])
 
     def figures(scores: np.ndarray) -> tuple[float, float]:
