@@ -252,21 +252,19 @@ def measure_recheck_margin(model_dir: str, fp32_path: str, int8_path: str, trust
     probes flip 7.5% of their top-1s under int8 against 2.1% of real titles, and a margin set on
     them left no disagreement on 1,878 validation titles while re-checking 15% of them.
     """
-    import json as json_lib
-
+    from .hierarchy import normalize_path
     from .inference import run_batches
     from .model import load_tokenizer
+    from .predictor import detect_label_separator
 
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as handle:
-        labels = [str(v) for v in (json_lib.load(handle).get("id2label") or {}).values()]
+        labels = [str(v) for v in (json.load(handle).get("id2label") or {}).values()]
     extra: list[str] = []
     summary = os.path.join(model_dir, "training_summary.json")
     if os.path.isfile(summary):
         with contextlib.suppress(OSError, ValueError), open(summary, encoding="utf-8") as handle:
-            extra = [str(t) for t in json_lib.load(handle).get("widget_examples") or []]
-    separator = ">" if any(">" in label for label in labels) else "/" if any("/" in label for label in labels) else " > "
-    from .hierarchy import normalize_path
-
+            extra = [str(t) for t in json.load(handle).get("widget_examples") or []]
+    separator = detect_label_separator(labels)  # as the predictor reads the labels
     probes = probe_texts([normalize_path(label, separator) for label in labels], extra)
     if not probes:
         return DEFAULT_RECHECK_MARGIN
