@@ -84,20 +84,26 @@ def run_fasttext(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> tuple[li
     return predicted, train_seconds, items_per_second
 
 
+def training_summary(output_dir: str) -> dict | None:
+    """The ``training_summary.json`` a prodcat run left in ``output_dir``, or None when there is none."""
+    path = os.path.join(output_dir, "training_summary.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
 def run_prodcat(
     train_path: str, test: pd.DataFrame, test_path: str, output_dir: str, dataset: str, reuse: bool = False
 ) -> tuple[list[str], float, float]:
     """Train prodcat with its defaults (or, with ``reuse``, score the model an earlier run left in ``output_dir``)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from prodcat.args import parse_train_args
+    from prodcat.calibration import load_saved_model
     from prodcat.inference import predict_logits
     from prodcat.training import run_training
 
-    summary_path = os.path.join(output_dir, "training_summary.json")
-    if reuse and os.path.exists(summary_path):
-        with open(summary_path) as handle:
-            summary = json.load(handle)
+    summary = training_summary(output_dir) if reuse else None
+    if summary is not None:
         if summary.get("train_file") != os.path.basename(train_path):
             raise SystemExit(f"--reuse_models: {output_dir} was trained on {summary.get('train_file')}, not {train_path}")
         print(f"   reusing the model in {output_dir} (train seconds as recorded by its training run)")
@@ -108,8 +114,7 @@ def run_prodcat(
                  "--dataset_name", dataset]
         results = run_training(*parse_train_args(flags))
         train_seconds = results["train"]["train_wall_seconds"]
-    model = AutoModelForSequenceClassification.from_pretrained(output_dir)
-    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    model, tokenizer = load_saved_model(output_dir, device="cpu")
     start = time.perf_counter()
     logits = predict_logits(model, tokenizer, test.text.tolist(), batch_size=64)
     items_per_second = len(test) / (time.perf_counter() - start)
@@ -129,12 +134,10 @@ def run_ensemble(train_path: str, test: pd.DataFrame, output_dir: str) -> tuple[
     from prodcat.ngram import fit_ensemble_for_model
     from prodcat.predictor import Categorizer
 
-    summary_path = os.path.join(output_dir, "training_summary.json")
-    if not os.path.exists(summary_path):
+    summary = training_summary(output_dir)
+    if summary is None:
         print(f"skipping the ensemble: no prodcat model in {output_dir} (run the prodcat method first)")
         return None
-    with open(summary_path) as handle:
-        summary = json.load(handle)
     settings = summary["hyperparameters"]
     table = load_table(train_path, summary["text_columns"], summary["label_column"])
     splits = build_splits(table, None, None, summary["validation_split"], settings["seed"])
