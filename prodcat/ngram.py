@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ProdcatError
+from .errors import ProdcatError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +213,7 @@ class NgramEnsemble:
     def load(cls, model_dir: str, labels: Sequence[str] | None = None) -> "NgramEnsemble":
         """Read ``model_dir/ngram/``; ``labels`` (the transformer's) must match the stored ones."""
         import scipy.sparse as sp
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
         folder = os.path.join(model_dir, SUBDIR)
@@ -226,8 +227,8 @@ class NgramEnsemble:
             with open(os.path.join(folder, VOCABULARY_FILE), encoding="utf-8") as handle:
                 vocabulary = json.load(handle)
             tensors = load_file(os.path.join(folder, WEIGHTS_FILE))
-        except (OSError, ValueError) as err:
-            raise ProdcatError(f"{folder}: unreadable n-gram model ({err}); retrain with --ngram_ensemble true") from None
+        except (OSError, ValueError, SafetensorError) as err:
+            raise ProdcatError(f"{folder}: unreadable n-gram model ({first_line(err)}); retrain with --ngram_ensemble true") from None
         if config.get("format") != FORMAT:
             raise ProdcatError(f"{folder}: n-gram model format {config.get('format')!r}, this prodcat reads {FORMAT!r}")
         if labels is not None and list(labels) != list(config["labels"]):

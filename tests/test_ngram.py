@@ -124,3 +124,39 @@ def test_predict_cli_ensemble(ensemble_model_dir, capsys):
 def test_texts_without_shared_terms_are_a_clear_error():
     with pytest.raises(ProdcatError, match="cannot be fitted.*without --ngram_ensemble"):
         NgramModel.fit(["qx", "zv"], ["A > B", "C > D"], ["A > B", "C > D"])
+
+
+def test_damaged_or_foreign_ngram_folders_are_clear_errors(ensemble_model_dir, tmp_path, capsys):
+    from conftest import linked_copy
+
+    damaged = linked_copy(ensemble_model_dir, str(tmp_path / "damaged"))
+    weights = os.path.join(damaged, SUBDIR, "weights.safetensors")
+    os.remove(weights)  # a hard link: the fixture's file is untouched
+    with open(weights, "wb") as handle:
+        handle.write(b"not safetensors")
+    code = run_guarded(predict_main, ["--model", damaged, "--ensemble", "USB-C charger 65W"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "unreadable n-gram model" in err and "Traceback" not in err
+
+    foreign = linked_copy(ensemble_model_dir, str(tmp_path / "foreign"))
+    config_path = os.path.join(foreign, SUBDIR, "config.json")
+    config = json.load(open(config_path))
+    os.remove(config_path)
+    config["format"] = "prodcat-ngram-99"
+    with open(config_path, "w") as handle:
+        json.dump(config, handle)
+    with pytest.raises(ProdcatError, match="format 'prodcat-ngram-99'"):
+        NgramEnsemble.load(foreign)
+
+
+def test_ngram_ensemble_without_validation_warns_and_fits_nothing(tmp_path, caplog):
+    from prodcat.args import parse_train_args
+    from prodcat.training import run_training
+
+    out = str(tmp_path / "model")
+    flags = TINY_TRAIN_FLAGS + ["--output_dir", out, "--ngram_ensemble", "true", "--validation_split", "0", "--num_train_epochs", "1"]
+    with caplog.at_level("WARNING", logger="prodcat.training"):
+        results = run_training(*parse_train_args(flags))
+    assert "ngram_ensemble" not in results and not os.path.exists(os.path.join(out, SUBDIR))
+    assert any("--ngram_ensemble needs validation data" in record.getMessage() for record in caplog.records)
+
