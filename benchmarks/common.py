@@ -22,15 +22,16 @@ def split_paths(dataset: str) -> tuple[str, str] | None:
     return train_path, test_path
 
 
-def write_benchmarks_block(name: str, body: str) -> str:
-    """Replace the ``<!-- {name}:start -->`` ... ``<!-- {name}:end -->`` block of BENCHMARKS.md with ``body``.
+def write_benchmarks_block(name: str, body: str, path: str | None = None) -> str:
+    """Replace the ``<!-- {name}:start -->`` ... ``<!-- {name}:end -->`` block of ``path`` with ``body``.
 
-    The block is appended when the markers are missing; the file is replaced atomically. Returns its path.
+    ``path`` defaults to the repository's BENCHMARKS.md. The block is appended when the markers are
+    missing; the file is replaced atomically. Returns its path.
     """
     from prodcat.io import atomic_path
 
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    path = os.path.join(ROOT, "BENCHMARKS.md")
+    path = path or os.path.join(ROOT, "BENCHMARKS.md")
     text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n"
     if start not in text:
         text = text.rstrip("\n") + f"\n\n{start}\n{end}\n"

@@ -101,6 +101,21 @@ def test_recheck_replaces_only_near_ties():
     assert (runner.rows, runner.rechecked) == (3, 2)
 
 
+def test_int8_and_fp32_sessions_that_take_turns_do_not_spin(model_copy):
+    def spinning(runner) -> str:
+        try:
+            return runner.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        except RuntimeError:  # onnxruntime raises for a key that was never set
+            return "default"
+
+    rechecked = Categorizer.from_pretrained(model_copy, backend="onnx", quantize=True, recheck_margin=2.0).forward
+    assert isinstance(rechecked, onnx_backend.RecheckedRunner)
+    assert spinning(rechecked.int8) == spinning(rechecked.fp32) == "0"
+    # A session that runs alone keeps onnxruntime's default (spinning threads answer faster).
+    assert spinning(Categorizer.from_pretrained(model_copy, backend="onnx").forward) != "0"
+    assert spinning(Categorizer.from_pretrained(model_copy, backend="onnx", quantize=True, recheck_margin=0).forward) != "0"
+
+
 def test_recheck_margin_leaves_at_most_the_allowed_share_of_flips():
     rng = np.random.default_rng(0)
     fp32 = rng.normal(size=(2000, 30)).astype(np.float32)
