@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from common import write_benchmarks_block  # noqa: E402
 from few_shot import sample_per_category  # noqa: E402
+from significance import paired_bootstrap  # noqa: E402
 
 
 def test_sample_per_category_caps_keeps_small_categories_and_nests():
@@ -31,3 +32,17 @@ def test_benchmarks_block_is_replaced_in_place_or_appended(tmp_path):
     text = open(path).read()
     assert "old table" not in text and "<!-- speed:start -->\nnew table\n<!-- speed:end -->\n\nnotes stay" in text
     assert text.rstrip().endswith("<!-- curve:start -->\ncurve table\n<!-- curve:end -->")
+
+
+def test_paired_bootstrap_of_macro_f1_differences():
+    references = ["a"] * 30 + ["b"] * 30 + ["c"] * 4
+    baseline = ["a"] * 30 + ["b"] * 30 + ["b"] * 4  # never finds the rare category
+    better = references[:]  # perfect
+    worse = ["a"] * 64
+    deltas = paired_bootstrap(references, {"base": baseline, "better": better, "same": baseline[:], "worse": worse}, "base", 200, seed=1)
+    assert set(deltas) == {"better", "same", "worse"}
+    assert (deltas["same"] == 0).all()
+    assert (deltas["worse"] < 0).all()
+    # "better" differs from the baseline only on the rare category's rows: the lead is never negative, is 0
+    # on a resample that drew none of them, and varies with how many it drew.
+    assert (deltas["better"] >= 0).all() and deltas["better"].mean() > 0 and deltas["better"].std() > 0
