@@ -219,12 +219,14 @@ def calibrate_model_dir(
     n_bins: int = 15,
     model=None,
     tokenizer=None,
+    logits: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Fit a temperature on labelled validation texts and store it in ``model_dir/config.json``.
 
     ``model``/``tokenizer`` may be passed when already in memory (e.g. right after training; the
     model's ``config.prodcat_temperature`` is then updated too), otherwise they are loaded from
-    ``model_dir``. Rows whose category the model does not know are skipped. Returns
+    ``model_dir``. ``logits`` (the model's, on all of ``texts``) skips inference when they were
+    already computed. Rows whose category the model does not know are skipped. Returns
     ``{"temperature", "ece_before", "ece_after", "nll_before", "nll_after", "num_examples"}``;
     with no usable rows nothing is written and ``"skipped"`` says why (temperature stays 1.0).
 
@@ -243,8 +245,11 @@ def calibrate_model_dir(
         message = "no validation rows with a category seen in training"
         logger.warning("calibration skipped: %s; the model keeps temperature 1.0", message)
         return {"temperature": 1.0, "num_examples": 0, "skipped": message}
-    texts = [t for t, k in zip(texts, known) if k]
-    logits = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+    if logits is None:
+        texts = [t for t, k in zip(texts, known) if k]
+        logits = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+    else:
+        logits = np.asarray(logits)[known]
     temperature = fit_temperature(logits, labels[known])
     summary = calibration_summary(logits, labels[known], temperature, n_bins)
     write_temperature(model_dir, temperature)

@@ -309,11 +309,14 @@ def fit_ensemble_for_model(
     batch_size: int = 64,
     max_length: int = 64,
     seed: int = 42,
+    validation_logits: np.ndarray | None = None,
+    test_logits: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Fit the ensemble of a trained transformer on its training splits and save it in ``model_dir/ngram/``.
 
     ``splits`` are the run's ``data.Splits`` (a validation split is required); with ``test_table``
-    the ensemble is also scored on it. Returns the validation (and test) figures.
+    the ensemble is also scored on it. ``validation_logits`` / ``test_logits`` (the transformer's on
+    those splits) skip inference when they were already computed. Returns the validation (and test) figures.
     """
     from .data import LABEL_PATH, TEXT
     from .inference import predict_logits
@@ -321,7 +324,7 @@ def fit_ensemble_for_model(
 
     labels = list(splits.label_names)
     validation_texts = list(splits.validation[TEXT][:])
-    logits = predict_logits(model, tokenizer, validation_texts, batch_size, max_length)
+    logits = predict_logits(model, tokenizer, validation_texts, batch_size, max_length) if validation_logits is None else validation_logits
     ensemble = fit_ngram_ensemble(
         list(splits.train[TEXT][:]), list(splits.train[LABEL_PATH][:]), validation_texts, list(splits.validation[LABEL_PATH][:]),
         logits, labels, seed,
@@ -329,7 +332,8 @@ def fit_ensemble_for_model(
     ensemble.save(model_dir)
     figures = {f"validation_{key}": float(value) for key, value in ensemble.validation.items()}
     if test_table is not None and len(test_table.texts):
-        test_logits = predict_logits(model, tokenizer, test_table.texts, batch_size, max_length)
+        if test_logits is None:
+            test_logits = predict_logits(model, tokenizer, test_table.texts, batch_size, max_length)
         probabilities = ensemble.probabilities(test_table.texts, test_logits)
         found = taxonomy_scores([labels[i] for i in probabilities.argmax(axis=1)], list(test_table.labels))
         figures["test_accuracy"], figures["test_macro_f1"] = found["accuracy"], found["macro_f1"]

@@ -362,6 +362,18 @@ def run_training(
     if trainer.is_world_process_zero():
         if audit_report is not None:
             write_json(os.path.join(training_args.output_dir, "audit.json"), audit_report.to_dict())
+        from .inference import predict_logits
+
+        # Each split's logits are computed once and shared by calibration, the n-gram ensemble and the
+        # report (the temperature and the ensemble change neither the model nor its logits).
+        def split_logits(texts) -> np.ndarray:
+            return predict_logits(
+                trainer.model, tokenizer, list(texts), batch_size=training_args.per_device_eval_batch_size, max_length=data_args.max_seq_length
+            )
+
+        needs_validation = splits.validation is not None and (model_args.calibrate or model_args.ngram_ensemble)
+        validation_logits = split_logits(splits.validation[data_mod.TEXT][:]) if needs_validation else None
+        test_logits = split_logits(test_table.texts) if test_table is not None and len(test_table.texts) else None
         if model_args.calibrate and splits.validation is not None:
             from .calibration import calibrate_model_dir
 
@@ -374,6 +386,7 @@ def run_training(
                 max_length=data_args.max_seq_length,
                 model=trainer.model,
                 tokenizer=tokenizer,
+                logits=validation_logits,
             )
             write_json(os.path.join(training_args.output_dir, "calibration.json"), results["calibration"])
         if model_args.ngram_ensemble and splits.validation is not None:
@@ -382,6 +395,7 @@ def run_training(
             results["ngram_ensemble"] = fit_ensemble_for_model(
                 training_args.output_dir, trainer.model, tokenizer, splits, test_table,
                 batch_size=training_args.per_device_eval_batch_size, max_length=data_args.max_seq_length, seed=training_args.seed,
+                validation_logits=validation_logits, test_logits=test_logits,
             )
         elif model_args.ngram_ensemble:
             logger.warning("--ngram_ensemble needs validation data to choose its weight: no n-gram model was fitted")
@@ -394,6 +408,7 @@ def run_training(
                 batch_size=training_args.per_device_eval_batch_size,
                 max_length=data_args.max_seq_length,
                 source_rows=test_table.source_rows,
+                logits=test_logits,
             )
             results["report"] = {k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         write_json(

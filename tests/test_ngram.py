@@ -160,3 +160,23 @@ def test_ngram_ensemble_without_validation_warns_and_fits_nothing(tmp_path, capl
     assert "ngram_ensemble" not in results and not os.path.exists(os.path.join(out, SUBDIR))
     assert any("--ngram_ensemble needs validation data" in record.getMessage() for record in caplog.records)
 
+
+
+def test_training_predicts_each_split_once(tmp_path, monkeypatch):
+    """Calibration, the ensemble and the report share one pass over validation and one over test."""
+    import prodcat.inference
+    from prodcat.args import parse_train_args
+    from prodcat.training import run_training
+
+    calls: list[int] = []
+    original = prodcat.inference.predict_logits
+
+    def counting(model, tokenizer, texts, *args, **kwargs):
+        calls.append(len(texts))
+        return original(model, tokenizer, texts, *args, **kwargs)
+
+    monkeypatch.setattr(prodcat.inference, "predict_logits", counting)
+    out = str(tmp_path / "model")
+    results = run_training(*parse_train_args(TINY_TRAIN_FLAGS + ["--output_dir", out, "--ngram_ensemble", "true", "--test_file", SAMPLE]))
+    assert {"calibration", "ngram_ensemble", "report"} <= set(results)
+    assert calls == [results["calibration"]["num_examples"], len(pd.read_csv(SAMPLE))]
