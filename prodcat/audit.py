@@ -32,7 +32,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from .data import _missing_columns_error, join_text_columns, read_frame
+from .data import _missing_columns_error, join_text_columns, read_frame, source_row_numbers
 from .errors import ProdcatError
 from .hierarchy import CANONICAL_SEPARATOR, max_depth, normalize_path
 from .io import write_json
@@ -87,7 +87,8 @@ class DuplicateGroup:
 
 @dataclass
 class FileAudit:
-    """Findings inside one file; row numbers are 1-based lines of a CSV with a header (data row n = line n + 1)."""
+    """Findings inside one file; rows are where each row is in its file (the line a CSV row starts on, see
+    :func:`prodcat.data.source_row_numbers`), so an editor can jump to them."""
 
     role: str
     path: str
@@ -276,7 +277,7 @@ def _read(role: str, path: str, text_columns: Sequence[str], label_column: str, 
     if column.dtype != object:  # e.g. numeric category codes in Parquet, as load_table reads them
         column = column.astype(str)
     raw = [v if isinstance(v, str) else "" for v in column.tolist()]
-    return _Table(role, path, texts, raw, [normalize_path(v, separator) for v in raw], [i + 2 for i in range(len(texts))])
+    return _Table(role, path, texts, raw, [normalize_path(v, separator) for v in raw], source_row_numbers(frame))
 
 
 def _audit_file(table: _Table) -> FileAudit:

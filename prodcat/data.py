@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -101,7 +102,7 @@ def read_frame(path: str) -> pd.DataFrame:
         raise ProdcatError(f"{path}: file is empty; it needs a header row and at least one product")
     try:
         if fmt in ("csv", "tsv"):
-            frame = _read_delimited(path, "," if fmt == "csv" else "\t")
+            frame = _read_delimited(path)
         elif fmt == "jsonl":
             frame = _read_jsonl(path)
         else:
@@ -223,15 +224,11 @@ def _frame_of_rows(header: list[str], rows: list[list[str]], lines: list[int]) -
     return frame
 
 
-def _read_delimited(path: str, sep: str) -> pd.DataFrame:
-    header: list[str] = []
-    rows: list[list[str]] = []
-    lines: list[int] = []
-    for header, line, cells in _delimited_rows(path, sep):
-        if line:
-            rows.append(cells)
-            lines.append(line)
-    return _frame_of_rows(header, rows, lines)
+def _read_delimited(path: str) -> pd.DataFrame:
+    # The whole file as one chunk; a file with a header and no rows still has its columns.
+    for frame in iter_delimited_frames(path, chunk_size=sys.maxsize):
+        return frame
+    return _frame_of_rows(read_header(path), [], [])
 
 
 def read_header(path: str) -> list[str]:

@@ -68,6 +68,19 @@ def test_finds_each_kind_of_problem(tmp_path):
     assert "Blue Mug" in text and "conflicting" in text and "Home / Bath" in text
 
 
+def test_rows_are_the_lines_of_the_file_even_after_a_multi_line_text(tmp_path):
+    # A quoted line break and a blank line push later rows down: the audit names the lines an
+    # editor shows, not the data-row count.
+    path = tmp_path / "train.csv"
+    path.write_text(
+        'description,category\n"Mug,\nlarge",Home\n\nRed Pen,Office\nRed Pen,Toys\n,Home\n', encoding="utf-8"
+    )
+    audit = audit_tables(str(path), ["description"], "category").files[0]
+    [group] = audit.exact_duplicates
+    assert group.text == "Red Pen" and group.rows == [5, 6]
+    assert audit.empty_text_rows == [7]
+
+
 def test_leakage_between_train_validation_and_test(tmp_path):
     train = write_csv(tmp_path / "train.csv", [("Blue Mug", "Home > Mugs"), ("Red Pen", "Office > Pens"), ("Tea", "Food > Tea")])
     validation = write_csv(tmp_path / "val.csv", [("Brown Rice", "Food > Rice")])

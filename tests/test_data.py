@@ -71,6 +71,23 @@ def test_missing_and_unknown_files_are_one_line_errors(tmp_path):
         read_frame(str(tmp_path / "empty.csv"))
 
 
+def test_csv_reads_whole_with_source_lines_and_a_header_only_file_keeps_its_columns(tmp_path):
+    # read_frame and the streaming reader share one parser: the same file reads the same both ways.
+    from prodcat.data import iter_delimited_frames
+
+    path = tmp_path / "p.csv"
+    path.write_text('title,category\n\n"Pens, blue",Office\nMug,Kitchen\n', encoding="utf-8")
+    frame = read_frame(str(path))
+    assert list(frame.columns) == ["title", "category"]
+    assert frame["title"].tolist() == ["Pens, blue", "Mug"]
+    assert frame.attrs["source_rows"] == [3, 4]  # the blank line 2 is skipped, not counted
+    chunks = list(iter_delimited_frames(str(path), chunk_size=1))
+    assert [c["title"].tolist() for c in chunks] == [["Pens, blue"], ["Mug"]]
+    (tmp_path / "h.csv").write_text("title,category\n", encoding="utf-8")
+    header_only = read_frame(str(tmp_path / "h.csv"))
+    assert list(header_only.columns) == ["title", "category"] and len(header_only) == 0
+
+
 def test_label_mapping_is_sorted_and_round_trips(tmp_path):
     rows = balanced_rows()
     table = load_table(write_csv(tmp_path / "p.csv", rows[::-1]), ["description"], "category")
