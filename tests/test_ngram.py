@@ -52,6 +52,10 @@ def test_ngram_model_learns_the_sample_and_keeps_the_label_order(sample):
     assert decisions.shape == (len(sample), len(labels))
     predicted = [labels[i] for i in decisions.argmax(axis=1)]
     assert np.mean(np.array(predicted) == sample.category.to_numpy()) > 0.9
+    # The cached feature-major weights give the plain linear model, for one text as for many.
+    dense = model.features(sample.description.tolist()).toarray() @ model.coef.toarray().T + model.intercept
+    np.testing.assert_allclose(decisions, dense, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.decisions(sample.description.tolist()[:1]), dense[:1], rtol=1e-5, atol=1e-5)
 
 
 def test_two_categories_and_unseen_columns():
