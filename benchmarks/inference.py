@@ -12,7 +12,9 @@ message when the data is absent), then measures in the same run, on the same thr
   ``--latency_n`` titles predicted one at a time, for
   (a) ``transformers.pipeline("text-classification", batch_size=32)`` (the baseline),
   (b) prodcat torch, (c) prodcat ONNX fp32, (d) prodcat ONNX int8 (near-ties re-checked in fp32,
-  the default) and (d0) pure int8;
+  the default) and (d0) pure int8; when the folder holds an n-gram model (``--ngram_ensemble``),
+  also (e) torch and (f) ONNX int8 pooled with it (``ensemble=True``), whose agreement with (a)
+  measures how often the ensemble changes the answer, not an error;
 - top-1 agreement of (b)-(d) with (a);
 - the fp32 paths' achieved GFLOP/s (useful FLOPs of the unpadded titles / time) as a fraction of
   a large ``torch.mm``'s GFLOP/s on the same threads.
@@ -45,17 +47,22 @@ TARGET_AGREEMENT = 0.995
 TARGET_P50_MS = 3.0
 
 
-def load_titles(n: int) -> list[str] | None:
+def load_titles(n: int) -> tuple[list[str], list[str]] | None:
+    """``n`` titles and the categories of the test-split ones (the train top-up has none: scoring a
+    model on its own training rows would flatter it)."""
     import pandas as pd
 
     test = os.path.join(DATA, "test.csv")
     if not os.path.isfile(test):
         return None
-    titles = pd.read_csv(test, dtype=str, keep_default_na=False)["text"].tolist()
+    frame = pd.read_csv(test, dtype=str, keep_default_na=False)
+    frame = frame[frame["text"].str.strip() != ""]
+    titles, labels = frame["text"].tolist()[:n], frame["category"].tolist()[:n]
     train = os.path.join(DATA, "train.csv")
     if len(titles) < n and os.path.isfile(train):
-        titles += pd.read_csv(train, dtype=str, keep_default_na=False)["text"].tolist()[: n - len(titles)]
-    return [t for t in titles if t.strip()][:n]
+        extra = pd.read_csv(train, dtype=str, keep_default_na=False)["text"]
+        titles += [t for t in extra.tolist() if t.strip()][: n - len(titles)]
+    return titles, labels
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -121,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="Rewrite the inference table in BENCHMARKS.md.")
     args = parser.parse_args(argv)
 
-    titles = load_titles(args.n)
-    if titles is None:
+    loaded = load_titles(args.n)
+    if loaded is None:
         print(f"skipped: real product titles not found at {DATA} (the shared/ folder beside the repo)")
         return 0
+    titles, test_labels = loaded
     import torch
     from transformers import AutoConfig, pipeline
     from transformers.utils import logging as hf_logging
@@ -156,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         "(d) prodcat ONNX int8": dict(backend="onnx", quantize=True),
         "(d0) (d) without the fp32 re-check of near-ties": dict(backend="onnx", quantize=True, recheck_margin=0),
     }
+    from prodcat import ngram
+
+    if os.path.isfile(os.path.join(args.model, ngram.SUBDIR, ngram.CONFIG_FILE)):
+        engines["(e) prodcat torch + n-gram ensemble"] = dict(backend="torch", device="cpu", ensemble=True)
+        engines["(f) prodcat ONNX int8 + n-gram ensemble"] = dict(backend="onnx", quantize=True, ensemble=True)
     setup_seconds = {}
     for name, options in engines.items():
         start = time.perf_counter()
@@ -184,15 +197,17 @@ def main(argv: list[str] | None = None) -> int:
         f"({config.num_labels} categories), {args.threads} thread(s), {torch.get_num_threads()} torch threads, "
         f"{os.cpu_count()} CPU(s)",
         "",
-        "| engine | items/s | speed-up vs (a) | single-item p50 ms | p95 ms | top-1 agreement with (a) |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| engine | items/s | speed-up vs (a) | single-item p50 ms | p95 ms | top-1 agreement with (a) | test accuracy ({len(test_labels)} titles) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    expected = [normalize_path(label, " > ") for label in test_labels]
     for name, r in results.items():
         agreement = sum(x == y for x, y in zip(r["top1"], baseline["top1"])) / len(titles)
         r["agreement"] = agreement
+        accuracy = sum(x == y for x, y in zip(r["top1"], expected)) / max(len(expected), 1)
         lines.append(
             f"| {name} | {r['items_per_s']:.0f} | {r['items_per_s'] / baseline['items_per_s']:.2f}x | "
-            f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {agreement:.2%} |"
+            f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {agreement:.2%} | {accuracy:.3f} |"
         )
     lines.append("")
     lines.append(f"Large torch.mm (2048x2048 fp32): {peak:.1f} GFLOP/s. Useful work: {useful_gflop / len(titles) * 1e3:.1f} MFLOP per title.")
