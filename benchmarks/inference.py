@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     from prodcat import ngram
 
-    if os.path.isfile(os.path.join(args.model, ngram.SUBDIR, ngram.CONFIG_FILE)):
+    if ngram.has_ensemble(args.model):
         engines["(e) prodcat torch + n-gram ensemble"] = dict(backend="torch", device="cpu", ensemble=True)
         engines["(f) prodcat ONNX int8 + n-gram ensemble"] = dict(backend="onnx", quantize=True, ensemble=True)
     setup_seconds = {}

@@ -67,6 +67,7 @@ def main() -> int:
     if paths is None:
         return 0
     from prodcat.hierarchy import normalize_path
+    from prodcat.ngram import has_ensemble
     from prodcat.predictor import Categorizer
 
     model_dir = args.model_dir or os.path.join(ROOT, "bench_out", args.dataset)
@@ -78,7 +79,7 @@ def main() -> int:
     references = [normalize_path(c) for c in test.category]
     categorizer = Categorizer.from_pretrained(model_dir, device="cpu")
     predictions = {"prodcat": [p.category for p in categorizer.predict(test.text.tolist(), batch_size=64)]}
-    if os.path.isdir(os.path.join(model_dir, "ngram")):
+    if has_ensemble(model_dir):
         categorizer = Categorizer.from_pretrained(model_dir, device="cpu", ensemble=True)
         predictions["prodcat + n-gram ensemble"] = [p.category for p in categorizer.predict(test.text.tolist(), batch_size=64)]
     predictions["TF-IDF"] = [normalize_path(p) for p in run_tfidf(train, test, args.seed)[0]]

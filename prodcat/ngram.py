@@ -139,6 +139,11 @@ class NgramModel:
         return (self.features(texts) @ self._coef_by_feature).toarray() + self.intercept
 
 
+def has_ensemble(model_dir: str) -> bool:
+    """Whether ``model_dir`` holds an n-gram model saved by ``--ngram_ensemble`` (what ``--ensemble`` loads)."""
+    return os.path.isfile(os.path.join(model_dir, SUBDIR, CONFIG_FILE))
+
+
 def _vectorizers():
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -222,7 +227,7 @@ class NgramEnsemble:
         from safetensors.numpy import load_file
 
         folder = os.path.join(model_dir, SUBDIR)
-        if not os.path.isfile(os.path.join(folder, CONFIG_FILE)):
+        if not has_ensemble(model_dir):
             raise ProdcatError(
                 f"{model_dir}: no n-gram model ({SUBDIR}/{CONFIG_FILE}); train with --ngram_ensemble true, or predict without --ensemble"
             )

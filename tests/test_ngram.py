@@ -13,7 +13,7 @@ from conftest import SAMPLE, TINY_TRAIN_FLAGS
 from prodcat.cli import predict_main, run_guarded
 from prodcat.errors import ProdcatError
 from prodcat.hierarchy import normalize_path
-from prodcat.ngram import SUBDIR, NgramEnsemble, NgramModel, log_softmax, pool
+from prodcat.ngram import SUBDIR, NgramEnsemble, NgramModel, has_ensemble, log_softmax, pool
 from prodcat.predictor import Categorizer
 
 
@@ -110,6 +110,7 @@ def test_save_and_load_round_trip(ensemble_model_dir, tmp_path, sample):
 
 
 def test_label_mismatch_and_missing_ensemble_are_clear_errors(ensemble_model_dir, trained_model_dir, capsys):
+    assert has_ensemble(ensemble_model_dir) and not has_ensemble(trained_model_dir)
     with pytest.raises(ProdcatError, match="categories differ"):
         NgramEnsemble.load(ensemble_model_dir, labels=["A > B", "C > D"])
     code = run_guarded(predict_main, ["--model", trained_model_dir, "--ensemble", "USB-C charger 65W"])
