@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+
+import numpy as np
+import pytest
 
 import pandas as pd
 
@@ -11,6 +15,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from common import write_benchmarks_block  # noqa: E402
 from few_shot import sample_per_category  # noqa: E402
+from recipe_cv import compare, fold_assignment  # noqa: E402
+from recipe_cv import main as recipe_cv_main  # noqa: E402
 from significance import paired_bootstrap  # noqa: E402
 
 
@@ -46,3 +52,46 @@ def test_paired_bootstrap_of_macro_f1_differences():
     # "better" differs from the baseline only on the rare category's rows: the lead is never negative, is 0
     # on a resample that drew none of them, and varies with how many it drew.
     assert (deltas["better"] >= 0).all() and deltas["better"].mean() > 0 and deltas["better"].std() > 0
+
+
+def test_fold_assignment_is_stratified_seeded_and_keeps_rare_categories_in_training():
+    categories = ["a"] * 30 + ["b"] * 9 + ["c"] * 2 + ["d"]
+    assignment = fold_assignment(categories, 3, seed=0)
+    labels = np.array(categories)
+    assert sorted(labels[assignment == -1]) == ["c", "c", "d"]  # fewer rows than folds: always trained on
+    for fold in range(3):  # every fold holds a third of each category that can be split
+        held_out = labels[assignment == fold]
+        assert (held_out == "a").sum() == 10 and (held_out == "b").sum() == 3
+    assert np.array_equal(assignment, fold_assignment(categories, 3, seed=0))
+    assert not np.array_equal(assignment, fold_assignment(categories, 3, seed=1))
+
+
+def test_compare_pairs_folds_and_refuses_different_folds():
+    def result(macro_f1, seed=42):
+        folds = [{"accuracy": 0.7, "macro_f1": m, "level_1_accuracy": 0.9, "nll": 1.0, "train_seconds": 10.0} for m in macro_f1]
+        return {"seed": seed, "folds": len(folds), "train_file": "/x/train.csv", "per_fold": folds}
+
+    difference = compare(result([0.60, 0.62, 0.64]), result([0.61, 0.64, 0.64]))["macro_f1"]
+    assert difference["per_fold"] == pytest.approx([0.01, 0.02, 0.0])
+    assert difference["mean"] == pytest.approx(0.01)
+    assert difference["se"] == pytest.approx(0.01 / np.sqrt(3))  # sd of (0.01, 0.02, 0) is 0.01
+    with pytest.raises(SystemExit):
+        compare(result([0.6, 0.6, 0.6]), result([0.6, 0.6, 0.6], seed=1))
+
+
+def test_recipe_cv_trains_each_fold_and_writes_the_scores(tmp_path):
+    from tests.conftest import SAMPLE
+
+    flags = ["--max_seq_length", "32", "--max_steps", "3", "--save_strategy", "no", "--eval_strategy", "no",
+             "--load_best_model_at_end", "false", "--disable_tqdm", "true", "--audit", "false"]
+    argv = ["--name", "tiny", "--train_file", SAMPLE, "--text_columns", "description", "--folds", "2",
+            "--output_dir", str(tmp_path), "--", *flags]
+    assert recipe_cv_main(argv) == 0
+    result = json.load(open(tmp_path / "tiny.json"))
+    assert result["train_flags"] == flags and len(result["per_fold"]) == 2
+    for fold in result["per_fold"]:
+        assert 0 <= fold["accuracy"] <= fold["level_1_accuracy"] <= 1  # a right leaf implies a right level 1
+        assert 0 <= fold["macro_f1"] <= 1 and fold["nll"] > 0 and fold["train_seconds"] > 0
+    assert not os.path.exists(tmp_path / "tiny" / "fold_0" / "model")  # fold models are deleted by default
+    validation = [pd.read_csv(tmp_path / "tiny" / f"fold_{k}" / "validation.csv") for k in range(2)]
+    assert not set(validation[0].description) & set(validation[1].description)

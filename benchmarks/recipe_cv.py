@@ -1,0 +1,193 @@
+"""Score a training recipe by k-fold cross-validation on a train split (validation only, never test).
+
+Usage::
+
+    python benchmarks/recipe_cv.py --name defaults                          # bigbasket-27k, 3 folds
+    python benchmarks/recipe_cv.py --name lr3e-4 -- --learning_rate 3e-4    # train.py flags after --
+    python benchmarks/recipe_cv.py --compare bench_out/cv/defaults.json bench_out/cv/lr3e-4.json
+
+Why: one 10% validation split of bigbasket-27k (1,878 titles) cannot rank recipe changes of 1-2 points of
+macro-F1 (BENCHMARKS.md, session 5: five models' validation and test macro-F1 had rank correlation -0.8).
+Here every fold trains with ``train.py`` on (k-1)/k of the training file and validates on the remaining
+1/k, so every training row is validated on once. A fold's scores are what ``train.py`` reports for its
+validation file (best epoch, then the prior correction) and the calibrated validation log-loss. The folds
+are stratified by category and seeded, so two recipes see the same folds and ``--compare`` pairs them
+fold by fold. Categories with fewer than k rows always stay in training (a fold could not hold them out
+and still train on them). Costs k trainings per recipe (bigbasket-27k: about 16 minutes each on 2 cores).
+
+Writes ``OUTPUT_DIR/NAME.json`` (per-fold and mean scores); the fold models are deleted unless
+``--keep_models``. Skips with a message when the data is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+from common import ROOT, split_paths
+
+#: Scores read from each fold's output folder: (name, file, key).
+FOLD_SCORES = (
+    ("accuracy", "eval_results.json", "eval_accuracy"),
+    ("macro_f1", "eval_results.json", "eval_macro_f1"),
+    ("level_1_accuracy", "eval_results.json", "eval_level_1_accuracy"),
+    ("nll", "calibration.json", "nll_after"),
+    ("train_seconds", "train_results.json", "train_wall_seconds"),
+)
+
+
+def fold_assignment(categories: list[str], folds: int, seed: int) -> np.ndarray:
+    """Fold of each row (0..folds-1), or -1 for rows that always train (categories with < ``folds`` rows).
+
+    Stratified: each fold holds about 1/folds of every category that has at least ``folds`` rows.
+
+    Example:
+        >>> fold_assignment(["a"] * 4 + ["b"] * 4 + ["c"], 2, 0).tolist().count(-1)
+        1
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.asarray(categories, dtype=object)
+    values, counts = np.unique(labels, return_counts=True)
+    frequent = np.isin(labels, values[counts >= folds])
+    assignment = np.full(len(labels), -1, dtype=np.int64)
+    rows = np.flatnonzero(frequent)
+    if len(rows) and folds > 1:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        for fold, (_, held_out) in enumerate(splitter.split(rows, labels[rows])):
+            assignment[rows[held_out]] = fold
+    return assignment
+
+
+def read_fold_scores(model_dir: str) -> dict[str, float]:
+    """The scores of one finished fold (``FOLD_SCORES``); NaN for any the run did not write."""
+    scores = {}
+    for name, filename, key in FOLD_SCORES:
+        path = os.path.join(model_dir, filename)
+        value = json.load(open(path)).get(key) if os.path.exists(path) else None
+        scores[name] = float(value) if value is not None else math.nan
+    return scores
+
+
+def summarise(folds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and sample standard deviation over folds of every score."""
+    names = [name for name, _, _ in FOLD_SCORES]
+    table = np.array([[fold[name] for name in names] for fold in folds], dtype=np.float64)
+    std = table.std(axis=0, ddof=1) if len(folds) > 1 else np.full(len(names), math.nan)
+    return {"mean": dict(zip(names, table.mean(axis=0).tolist())), "std": dict(zip(names, std.tolist()))}
+
+
+def compare(baseline: dict, candidate: dict) -> dict[str, dict[str, float]]:
+    """Paired differences ``candidate - baseline`` per score: mean, standard error and per-fold values.
+
+    se = sd(d_1..d_k) / sqrt(k), with d_i the difference on fold i (same folds: same seed, file and k).
+    """
+    if (baseline["seed"], baseline["folds"], baseline["train_file"]) != (candidate["seed"], candidate["folds"], candidate["train_file"]):
+        raise SystemExit("the two results were not cross-validated on the same folds (train file, --folds and --seed must match)")
+    result = {}
+    for name, _, _ in FOLD_SCORES:
+        differences = np.array([c[name] - b[name] for b, c in zip(baseline["per_fold"], candidate["per_fold"])])
+        se = differences.std(ddof=1) / math.sqrt(len(differences)) if len(differences) > 1 else math.nan
+        result[name] = {"mean": float(differences.mean()), "se": float(se), "per_fold": differences.tolist()}
+    return result
+
+
+def run_recipe(args: argparse.Namespace, train_flags: list[str]) -> dict | None:
+    """Train and score every fold of one recipe; returns the result written to OUTPUT_DIR/NAME.json."""
+    train_path = args.train_file
+    if train_path is None:
+        paths = split_paths(args.dataset)
+        if paths is None:
+            return None
+        train_path = paths[0]
+    frame = pd.read_csv(train_path, dtype=str, keep_default_na=False)
+    if args.label_column not in frame.columns:
+        raise SystemExit(f"{train_path}: no column {args.label_column!r}; pass --label_column")
+    assignment = fold_assignment(frame[args.label_column].tolist(), args.folds, args.seed)
+    work = os.path.join(args.output_dir, args.name)
+    per_fold = []
+    for fold in range(args.folds):
+        fold_dir = os.path.join(work, f"fold_{fold}")
+        os.makedirs(fold_dir, exist_ok=True)
+        fold_train, fold_validation = os.path.join(fold_dir, "train.csv"), os.path.join(fold_dir, "validation.csv")
+        frame[assignment != fold].to_csv(fold_train, index=False)
+        frame[assignment == fold].to_csv(fold_validation, index=False)
+        model_dir = os.path.join(fold_dir, "model")
+        command = [
+            sys.executable, os.path.join(ROOT, "train.py"), "--train_file", fold_train, "--validation_file", fold_validation,
+            "--text_columns", args.text_columns, "--label_column", args.label_column, "--output_dir", model_dir,
+            "--seed", str(args.seed), *train_flags,
+        ]
+        print(f"== {args.name}: fold {fold + 1} of {args.folds} ({int((assignment != fold).sum())} train / "
+              f"{int((assignment == fold).sum())} validation rows)", flush=True)
+        subprocess.run(command, check=True)
+        per_fold.append(read_fold_scores(model_dir))
+        print("   " + "  ".join(f"{k} {v:.4f}" for k, v in per_fold[-1].items()), flush=True)
+        if not args.keep_models:
+            shutil.rmtree(model_dir)
+    result = {
+        "name": args.name, "train_file": os.path.abspath(train_path), "folds": args.folds, "seed": args.seed,
+        "train_flags": train_flags, "per_fold": per_fold, **summarise(per_fold),
+    }
+    with open(os.path.join(args.output_dir, f"{args.name}.json"), "w") as handle:
+        json.dump(result, handle, indent=2)
+    return result
+
+
+def format_result(result: dict) -> str:
+    names = [name for name, _, _ in FOLD_SCORES]
+    lines = [f"{result['name']} ({result['folds']} folds, flags: {' '.join(result['train_flags']) or 'defaults'})",
+             "| fold | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for i, fold in enumerate(result["per_fold"], 1):
+        lines.append(f"| {i} | " + " | ".join(f"{fold[n]:.4f}" for n in names) + " |")
+    lines.append("| mean +- sd | " + " | ".join(f"{result['mean'][n]:.4f} +- {result['std'][n]:.4f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
+def format_comparison(baseline: dict, candidate: dict) -> str:
+    lines = [f"{candidate['name']} - {baseline['name']}, paired over {baseline['folds']} folds (mean +- standard error; per fold)"]
+    for name, difference in compare(baseline, candidate).items():
+        folds = ", ".join(f"{d:+.4f}" for d in difference["per_fold"])
+        lines.append(f"  {name}: {difference['mean']:+.4f} +- {difference['se']:.4f}  ({folds})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_flags = argv[argv.index("--") + 1 :] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", default="defaults", help="Name of the recipe (the result file's name).")
+    parser.add_argument("--dataset", default="bigbasket-27k", help="Shared dataset whose train.csv is split (../shared/data).")
+    parser.add_argument("--train_file", default=None, help="A training file instead of the shared dataset's train.csv.")
+    parser.add_argument("--text_columns", default="text")
+    parser.add_argument("--label_column", default="category")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--output_dir", default=os.path.join(ROOT, "bench_out", "cv"))
+    parser.add_argument("--keep_models", action="store_true", help="Keep each fold's trained model.")
+    parser.add_argument("--compare", nargs=2, metavar=("BASELINE_JSON", "CANDIDATE_JSON"), help="Print paired differences and exit.")
+    args = parser.parse_args(own)
+    if args.compare:
+        baseline, candidate = (json.load(open(path)) for path in args.compare)
+        print(format_comparison(baseline, candidate))
+        return 0
+    if args.folds < 2:
+        parser.error("--folds must be at least 2")
+    os.makedirs(args.output_dir, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    result = run_recipe(args, train_flags)
+    if result is not None:
+        print("\n" + format_result(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
