@@ -68,12 +68,20 @@ def fold_assignment(categories: list[str], folds: int, seed: int) -> np.ndarray:
 
 def read_fold_scores(model_dir: str) -> dict[str, float]:
     """The scores of one finished fold (``FOLD_SCORES``); NaN for any the run did not write."""
+    results = {}  # each file is read once, though several scores come from eval_results.json
+    for filename in dict.fromkeys(filename for _, filename, _ in FOLD_SCORES):
+        path = os.path.join(model_dir, filename)
+        results[filename] = read_json(path) if os.path.exists(path) else {}
     scores = {}
     for name, filename, key in FOLD_SCORES:
-        path = os.path.join(model_dir, filename)
-        value = json.load(open(path)).get(key) if os.path.exists(path) else None
+        value = results[filename].get(key)
         scores[name] = float(value) if value is not None else math.nan
     return scores
+
+
+def read_json(path: str):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def summarise(folds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -176,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", nargs=2, metavar=("BASELINE_JSON", "CANDIDATE_JSON"), help="Print paired differences and exit.")
     args = parser.parse_args(own)
     if args.compare:
-        baseline, candidate = (json.load(open(path)) for path in args.compare)
+        baseline, candidate = (read_json(path) for path in args.compare)
         print(format_comparison(baseline, candidate))
         return 0
     if args.folds < 2:
