@@ -16,7 +16,8 @@ fold by fold. Categories with fewer than k rows always stay in training (a fold 
 and still train on them). Costs k trainings per recipe (bigbasket-27k: about 16 minutes each on 2 cores).
 
 Writes ``OUTPUT_DIR/NAME.json`` (per-fold and mean scores); the fold models are deleted unless
-``--keep_models``. Skips with a message when the data is absent.
+``--keep_models``. Each finished fold's scores stay in ``OUTPUT_DIR/NAME/fold_N/scores.json`` and are reused
+by a later run with the same flags, so ``--only_folds`` can spread the folds over cores or machines. Skips with a message when the data is absent.
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ def read_fold_scores(model_dir: str) -> dict[str, float]:
     return scores
 
 
+def finished_fold(fold_dir: str, train_flags: list[str]) -> dict[str, float] | None:
+    """The saved scores of a fold already trained with the same ``train.py`` flags, else None."""
+    path = os.path.join(fold_dir, "scores.json")
+    if not os.path.exists(path):
+        return None
+    saved = read_json(path)
+    return saved["scores"] if saved.get("train_flags") == train_flags else None
+
+
 def read_json(path: str):
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
@@ -121,8 +131,16 @@ def run_recipe(args: argparse.Namespace, train_flags: list[str]) -> dict | None:
     assignment = fold_assignment(frame[args.label_column].tolist(), args.folds, args.seed)
     work = os.path.join(args.output_dir, args.name)
     per_fold = []
+    wanted = set(args.only_folds or range(1, args.folds + 1))
     for fold in range(args.folds):
         fold_dir = os.path.join(work, f"fold_{fold}")
+        saved = finished_fold(fold_dir, train_flags)
+        if saved is not None:  # a finished fold of the same recipe (an earlier or a parallel run)
+            print(f"== {args.name}: fold {fold + 1} of {args.folds}: scores already in {fold_dir}", flush=True)
+            per_fold.append(saved)
+            continue
+        if fold + 1 not in wanted:
+            continue
         os.makedirs(fold_dir, exist_ok=True)
         fold_train, fold_validation = os.path.join(fold_dir, "train.csv"), os.path.join(fold_dir, "validation.csv")
         frame[assignment != fold].to_csv(fold_train, index=False)
@@ -138,8 +156,14 @@ def run_recipe(args: argparse.Namespace, train_flags: list[str]) -> dict | None:
         subprocess.run(command, check=True)
         per_fold.append(read_fold_scores(model_dir))
         print("   " + "  ".join(f"{k} {v:.4f}" for k, v in per_fold[-1].items()), flush=True)
+        with open(os.path.join(fold_dir, "scores.json"), "w") as handle:
+            json.dump({"train_flags": train_flags, "scores": per_fold[-1]}, handle, indent=2)
         if not args.keep_models:
             shutil.rmtree(model_dir)
+    if len(per_fold) < args.folds:
+        print(f"{args.name}: {len(per_fold)} of {args.folds} folds finished; run again without --only_folds "
+              "(finished folds are reused) to write the summary", flush=True)
+        return None
     result = {
         "name": args.name, "train_file": os.path.abspath(train_path), "folds": args.folds, "seed": args.seed,
         "train_flags": train_flags, "per_fold": per_fold, **summarise(per_fold),
@@ -181,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output_dir", default=os.path.join(ROOT, "bench_out", "cv"))
     parser.add_argument("--keep_models", action="store_true", help="Keep each fold's trained model.")
+    parser.add_argument("--only_folds", type=int, nargs="+", metavar="N",
+                        help="Train only these folds (1-based), e.g. one per core or machine; a later run without it "
+                        "reuses every finished fold and writes the summary.")
     parser.add_argument("--compare", nargs=2, metavar=("BASELINE_JSON", "CANDIDATE_JSON"), help="Print paired differences and exit.")
     args = parser.parse_args(own)
     if args.compare:
@@ -189,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.folds < 2:
         parser.error("--folds must be at least 2")
+    if args.only_folds and not all(1 <= fold <= args.folds for fold in args.only_folds):
+        parser.error(f"--only_folds takes fold numbers from 1 to {args.folds}")
     os.makedirs(args.output_dir, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     result = run_recipe(args, train_flags)

@@ -86,9 +86,16 @@ def test_recipe_cv_trains_each_fold_and_writes_the_scores(tmp_path):
              "--load_best_model_at_end", "false", "--disable_tqdm", "true", "--audit", "false"]
     argv = ["--name", "tiny", "--train_file", SAMPLE, "--text_columns", "description", "--folds", "2",
             "--output_dir", str(tmp_path), "--", *flags]
+    # Fold 2 alone first (as on a second core): no summary yet, its scores are kept for the full run.
+    assert recipe_cv_main(argv[:-len(flags) - 1] + ["--only_folds", "2", "--", *flags]) == 0
+    assert not os.path.exists(tmp_path / "tiny.json")
+    second_fold = tmp_path / "tiny" / "fold_1" / "scores.json"
+    saved_at = os.path.getmtime(second_fold)
     assert recipe_cv_main(argv) == 0
     result = json.load(open(tmp_path / "tiny.json"))
     assert result["train_flags"] == flags and len(result["per_fold"]) == 2
+    assert os.path.getmtime(second_fold) == saved_at  # reused, not trained again
+    assert result["per_fold"][1] == json.load(open(second_fold))["scores"]
     for fold in result["per_fold"]:
         assert 0 <= fold["accuracy"] <= fold["level_1_accuracy"] <= 1  # a right leaf implies a right level 1
         assert 0 <= fold["macro_f1"] <= 1 and fold["nll"] > 0 and fold["train_seconds"] > 0
