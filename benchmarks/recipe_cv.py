@@ -17,12 +17,14 @@ and still train on them). Costs k trainings per recipe (bigbasket-27k: about 16 
 
 Writes ``OUTPUT_DIR/NAME.json`` (per-fold and mean scores); the fold models are deleted unless
 ``--keep_models``. Each finished fold's scores stay in ``OUTPUT_DIR/NAME/fold_N/scores.json`` and are reused
-by a later run with the same flags, so ``--only_folds`` can spread the folds over cores or machines. Skips with a message when the data is absent.
+by a later run of the same folds (file, k, seed, columns) and flags, so ``--only_folds`` can spread the folds
+over cores or machines. Skips with a message when the data is absent.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -80,13 +82,21 @@ def read_fold_scores(model_dir: str) -> dict[str, float]:
     return scores
 
 
-def finished_fold(fold_dir: str, train_flags: list[str]) -> dict[str, float] | None:
-    """The saved scores of a fold already trained with the same ``train.py`` flags, else None."""
+def run_key(args: argparse.Namespace, train_path: str, train_flags: list[str]) -> dict:
+    """What makes a fold's scores reusable: the same data (file contents), folds, columns and flags."""
+    with open(train_path, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    return {"train_file_sha256": digest, "folds": args.folds, "seed": args.seed, "text_columns": args.text_columns,
+            "label_column": args.label_column, "train_flags": train_flags}
+
+
+def finished_fold(fold_dir: str, key: dict) -> dict[str, float] | None:
+    """The saved scores of a fold already trained under the same ``run_key``, else None."""
     path = os.path.join(fold_dir, "scores.json")
     if not os.path.exists(path):
         return None
     saved = read_json(path)
-    return saved["scores"] if saved.get("train_flags") == train_flags else None
+    return saved["scores"] if saved.get("key") == key else None
 
 
 def read_json(path: str):
@@ -132,9 +142,10 @@ def run_recipe(args: argparse.Namespace, train_flags: list[str]) -> dict | None:
     work = os.path.join(args.output_dir, args.name)
     per_fold = []
     wanted = set(args.only_folds or range(1, args.folds + 1))
+    key = run_key(args, train_path, train_flags)
     for fold in range(args.folds):
         fold_dir = os.path.join(work, f"fold_{fold}")
-        saved = finished_fold(fold_dir, train_flags)
+        saved = finished_fold(fold_dir, key)
         if saved is not None:  # a finished fold of the same recipe (an earlier or a parallel run)
             print(f"== {args.name}: fold {fold + 1} of {args.folds}: scores already in {fold_dir}", flush=True)
             per_fold.append(saved)
@@ -157,7 +168,7 @@ def run_recipe(args: argparse.Namespace, train_flags: list[str]) -> dict | None:
         per_fold.append(read_fold_scores(model_dir))
         print("   " + "  ".join(f"{k} {v:.4f}" for k, v in per_fold[-1].items()), flush=True)
         with open(os.path.join(fold_dir, "scores.json"), "w") as handle:
-            json.dump({"train_flags": train_flags, "scores": per_fold[-1]}, handle, indent=2)
+            json.dump({"key": key, "scores": per_fold[-1]}, handle, indent=2)
         if not args.keep_models:
             shutil.rmtree(model_dir)
     if len(per_fold) < args.folds:

@@ -102,3 +102,6 @@ def test_recipe_cv_trains_each_fold_and_writes_the_scores(tmp_path):
     assert not os.path.exists(tmp_path / "tiny" / "fold_0" / "model")  # fold models are deleted by default
     validation = [pd.read_csv(tmp_path / "tiny" / f"fold_{k}" / "validation.csv") for k in range(2)]
     assert not set(validation[0].description) & set(validation[1].description)
+    # Other folds (another seed) are not the same fold: trained again, not reused.
+    assert recipe_cv_main(argv[:-len(flags) - 1] + ["--seed", "1", "--only_folds", "2", "--", *flags]) == 0
+    assert os.path.getmtime(second_fold) != saved_at
