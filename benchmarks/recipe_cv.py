@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import math
 import os
@@ -35,6 +36,8 @@ import sys
 import numpy as np
 import pandas as pd
 from common import ROOT, split_paths
+
+from prodcat.io import write_frame, write_json
 
 #: Scores read from each fold's output folder: (name, file, key).
 FOLD_SCORES = (
@@ -82,12 +85,10 @@ def read_fold_scores(model_dir: str) -> dict[str, float]:
     return scores
 
 
-def run_key(args: argparse.Namespace, train_path: str, train_flags: list[str]) -> dict:
+def run_key(args: argparse.Namespace, train_bytes: bytes, train_flags: list[str]) -> dict:
     """What makes a fold's scores reusable: the same data (file contents), folds, columns and flags."""
-    with open(train_path, "rb") as handle:
-        digest = hashlib.sha256(handle.read()).hexdigest()
-    return {"train_file_sha256": digest, "folds": args.folds, "seed": args.seed, "text_columns": args.text_columns,
-            "label_column": args.label_column, "train_flags": train_flags}
+    return {"train_file_sha256": hashlib.sha256(train_bytes).hexdigest(), "folds": args.folds, "seed": args.seed,
+            "text_columns": args.text_columns, "label_column": args.label_column, "train_flags": train_flags}
 
 
 def finished_fold(fold_dir: str, key: dict) -> dict[str, float] | None:
@@ -135,14 +136,16 @@ def run_recipe(args: argparse.Namespace, train_flags: list[str]) -> dict | None:
         if paths is None:
             return None
         train_path = paths[0]
-    frame = pd.read_csv(train_path, dtype=str, keep_default_na=False)
+    with open(train_path, "rb") as handle:  # read once: parsed here and hashed for run_key
+        train_bytes = handle.read()
+    frame = pd.read_csv(io.BytesIO(train_bytes), dtype=str, keep_default_na=False)
     if args.label_column not in frame.columns:
         raise SystemExit(f"{train_path}: no column {args.label_column!r}; pass --label_column")
     assignment = fold_assignment(frame[args.label_column].tolist(), args.folds, args.seed)
     work = os.path.join(args.output_dir, args.name)
     per_fold = []
     wanted = set(args.only_folds or range(1, args.folds + 1))
-    key = run_key(args, train_path, train_flags)
+    key = run_key(args, train_bytes, train_flags)
     for fold in range(args.folds):
         fold_dir = os.path.join(work, f"fold_{fold}")
         saved = finished_fold(fold_dir, key)
@@ -152,23 +155,23 @@ def run_recipe(args: argparse.Namespace, train_flags: list[str]) -> dict | None:
             continue
         if fold + 1 not in wanted:
             continue
-        os.makedirs(fold_dir, exist_ok=True)
+        held_out = assignment == fold
         fold_train, fold_validation = os.path.join(fold_dir, "train.csv"), os.path.join(fold_dir, "validation.csv")
-        frame[assignment != fold].to_csv(fold_train, index=False)
-        frame[assignment == fold].to_csv(fold_validation, index=False)
+        write_frame(frame[~held_out], fold_train)
+        write_frame(frame[held_out], fold_validation)
         model_dir = os.path.join(fold_dir, "model")
         command = [
             sys.executable, os.path.join(ROOT, "train.py"), "--train_file", fold_train, "--validation_file", fold_validation,
             "--text_columns", args.text_columns, "--label_column", args.label_column, "--output_dir", model_dir,
             "--seed", str(args.seed), *train_flags,
         ]
-        print(f"== {args.name}: fold {fold + 1} of {args.folds} ({int((assignment != fold).sum())} train / "
-              f"{int((assignment == fold).sum())} validation rows)", flush=True)
+        print(f"== {args.name}: fold {fold + 1} of {args.folds} ({int((~held_out).sum())} train / "
+              f"{int(held_out.sum())} validation rows)", flush=True)
         subprocess.run(command, check=True)
         per_fold.append(read_fold_scores(model_dir))
         print("   " + "  ".join(f"{k} {v:.4f}" for k, v in per_fold[-1].items()), flush=True)
-        with open(os.path.join(fold_dir, "scores.json"), "w") as handle:
-            json.dump({"key": key, "scores": per_fold[-1]}, handle, indent=2)
+        # Atomic: a run reusing finished folds (see --only_folds) never reads a half-written file.
+        write_json(os.path.join(fold_dir, "scores.json"), {"key": key, "scores": per_fold[-1]})
         if not args.keep_models:
             shutil.rmtree(model_dir)
     if len(per_fold) < args.folds:
@@ -179,8 +182,7 @@ def run_recipe(args: argparse.Namespace, train_flags: list[str]) -> dict | None:
         "name": args.name, "train_file": os.path.abspath(train_path), "folds": args.folds, "seed": args.seed,
         "train_flags": train_flags, "per_fold": per_fold, **summarise(per_fold),
     }
-    with open(os.path.join(args.output_dir, f"{args.name}.json"), "w") as handle:
-        json.dump(result, handle, indent=2)
+    write_json(os.path.join(args.output_dir, f"{args.name}.json"), result)
     return result
 
 
