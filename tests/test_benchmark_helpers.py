@@ -105,3 +105,10 @@ def test_recipe_cv_trains_each_fold_and_writes_the_scores(tmp_path):
     # Other folds (another seed) are not the same fold: trained again, not reused.
     assert recipe_cv_main(argv[:-len(flags) - 1] + ["--seed", "1", "--only_folds", "2", "--", *flags]) == 0
     assert os.path.getmtime(second_fold) != saved_at
+
+
+def test_recipe_cv_refuses_a_fold_number_out_of_range(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        recipe_cv_main(["--folds", "2", "--only_folds", "3", "--output_dir", str(tmp_path)])
+    assert stopped.value.code == 2 and "--only_folds takes fold numbers from 1 to 2" in capsys.readouterr().err
+    assert not os.listdir(tmp_path)  # refused before anything was written
