@@ -113,6 +113,13 @@ class DataArguments:
     label_separator: str = field(default=CANONICAL_SEPARATOR, metadata={"help": "Separator between category levels."})
     validation_split: float = field(default=0.1, metadata={"help": "Share of train held out for validation when no file is given."})
     max_seq_length: int = field(default=64, metadata={"help": "Tokens per text (product titles are short)."})
+    category_name_examples: bool = field(
+        default=True,
+        metadata={
+            "help": "Add one training example per category made from its name, leaf then parent "
+            "('Hair Oil & Serum, Hair Care'): gives rare categories a text that describes them. Training split only."
+        },
+    )
     dataset_id: str | None = field(default=None, metadata={"help": "Hub dataset id of the training data (model card `datasets`)."})
     dataset_name: str | None = field(default=None, metadata={"help": "Name of the training data in the model card, e.g. bigbasket-27k."})
     audit: bool = field(

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from datasets import ClassLabel, Dataset
+from datasets import ClassLabel, Dataset, concatenate_datasets
 
 from .errors import ProdcatError, first_line
-from .hierarchy import CANONICAL_SEPARATOR, normalize_path
+from .hierarchy import CANONICAL_SEPARATOR, normalize_path, split_path
 
 logger = logging.getLogger(__name__)
 
@@ -692,8 +692,6 @@ def build_splits(
             parts = pool.train_test_split(test_size=n_val, seed=seed)
         train_ds = parts["train"]
         if singletons:
-            from datasets import concatenate_datasets
-
             train_ds = concatenate_datasets([train_ds, full.select(singletons)])
         validation_ds = parts["test"]
     known = set(label_names)
@@ -706,6 +704,38 @@ def build_splits(
         train_ds, validation_ds = full, None
     test_ds = _encode(test.texts, test.labels, class_label, unseen_names) if test else None
     return Splits(train_ds, validation_ds, test_ds, label_names, singleton_count, unseen, unseen_names)
+
+
+def category_name_text(path: str) -> str:
+    """The text of a category's name example: its leaf name, then its parent's.
+
+    Example:
+        >>> category_name_text("Beauty & Hygiene > Hair Care > Hair Oil & Serum")
+        'Hair Oil & Serum, Hair Care'
+        >>> category_name_text("Toys")
+        'Toys'
+    """
+    return ", ".join(reversed(split_path(path)[-2:]))
+
+
+def add_category_name_examples(train: Dataset) -> Dataset:
+    """``train`` plus one example per category whose text is the category's name (:func:`category_name_text`).
+
+    Why: a category's name describes its products ("Hair Oil & Serum"), and a pretrained encoder
+    reads it as language, so a rare category gains an example that no title can mislabel. Measured
+    on bigbasket-27k in BENCHMARKS.md (session 7). The rows go to the training split only: validation
+    and test scores stay about real titles.
+
+    Example:
+        >>> table = load_table("data/sample_products.csv", ["description"], "category")
+        >>> splits = build_splits(table, None, None, 0.1, seed=42)
+        >>> len(add_category_name_examples(splits.train)) - len(splits.train) == len(splits.label_names)
+        True
+    """
+    names = train.features[LABEL].names
+    rows = {TEXT: [category_name_text(name) for name in names], LABEL_PATH: list(names), LABEL: list(range(len(names)))}
+    extra = Dataset.from_dict({column: rows[column] for column in train.column_names}, features=train.features)
+    return concatenate_datasets([train, extra])
 
 
 def tokenize(dataset: Dataset, tokenizer, max_seq_length: int) -> Dataset:

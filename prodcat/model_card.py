@@ -86,6 +86,7 @@ _HYPERPARAMETER_NAMES = {
     "class_weights": "Class weights",
     "hierarchy_loss_weight": "Parent-level loss weight",
     "freeze_word_embeddings": "Word embeddings frozen",
+    "category_name_examples": "Category names added as training examples",
     "prior_correction": "Rare-category prior correction",
     "seed": "Seed",
 }

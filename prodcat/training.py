@@ -288,7 +288,10 @@ def run_training(
     if model_args.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     with training_args.main_process_first(desc="tokenizing"):
-        train_ds = data_mod.tokenize(splits.train, tokenizer, data_args.max_seq_length)
+        # The name examples reach the transformer only: splits.train stays the user's rows (the n-gram
+        # ensemble, the summary's row count and the epoch rule read those).
+        model_train = data_mod.add_category_name_examples(splits.train) if data_args.category_name_examples else splits.train
+        train_ds = data_mod.tokenize(model_train, tokenizer, data_args.max_seq_length)
         eval_ds = data_mod.tokenize(splits.validation, tokenizer, data_args.max_seq_length) if splits.validation is not None else None
         test_ds = data_mod.tokenize(splits.test, tokenizer, data_args.max_seq_length) if splits.test is not None else None
     collator = DataCollatorWithPadding(tokenizer)
@@ -299,8 +302,8 @@ def run_training(
         warm_start_seconds = warm_start_head(model, train_ds, collator, class_weights, training_args.seed)
 
     if training_args.num_train_epochs <= 0:
-        training_args.num_train_epochs = auto_num_epochs(len(train_ds), len(splits.label_names))
-        logger.info("Training for %d epochs (chosen from %d rows over %d categories)", training_args.num_train_epochs, len(train_ds), len(splits.label_names))
+        training_args.num_train_epochs = auto_num_epochs(len(splits.train), len(splits.label_names))
+        logger.info("Training for %d epochs (chosen from %d rows over %d categories)", training_args.num_train_epochs, len(splits.train), len(splits.label_names))
     if eval_ds is None and training_args.eval_strategy != "no":
         logger.warning("No validation data (--validation_split 0 and no --validation_file): evaluation and best-model selection are off")
         training_args.eval_strategy = training_args.eval_strategy.__class__("no")
@@ -413,7 +416,7 @@ def run_training(
             results["report"] = {k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         write_json(
             os.path.join(training_args.output_dir, SUMMARY_FILE),
-            training_summary(model_args, data_args, training_args, model_path, splits, train_ds, results),
+            training_summary(model_args, data_args, training_args, model_path, splits, results),
         )
         url = finish_training_push(
             training_args.output_dir, push_request, license=model_args.license,
@@ -428,9 +431,9 @@ def run_training(
 SUMMARY_FILE = "training_summary.json"
 
 
-def training_summary(model_args, data_args, training_args, model_path, splits, train_ds, results) -> dict:
+def training_summary(model_args, data_args, training_args, model_path, splits, results) -> dict:
     """What a model card needs to know about a run, without any token or absolute home paths."""
-    counts = data_mod.label_counts(train_ds)
+    counts = data_mod.label_counts(splits.train)  # the user's rows, without the category-name examples
     base_model = model_args.model_name_or_path or "sentence-transformers/all-MiniLM-L6-v2"
     validation_texts = splits.validation[data_mod.TEXT][:] if splits.validation is not None else []
     return {
@@ -460,6 +463,7 @@ def training_summary(model_args, data_args, training_args, model_path, splits, t
             "num_train_epochs": training_args.num_train_epochs,
             "per_device_train_batch_size": training_args.per_device_train_batch_size,
             "max_seq_length": data_args.max_seq_length,
+            "category_name_examples": data_args.category_name_examples,
             "warmup_steps": training_args.warmup_steps,
             "weight_decay": training_args.weight_decay,
             "label_smoothing_factor": training_args.label_smoothing_factor,

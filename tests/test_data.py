@@ -3,7 +3,16 @@ import logging
 import pandas as pd
 import pytest
 
-from prodcat.data import UNSEEN_BASE, build_splits, decode_label_id, load_table, read_frame, tokenize
+from prodcat.data import (
+    UNSEEN_BASE,
+    add_category_name_examples,
+    build_splits,
+    category_name_text,
+    decode_label_id,
+    load_table,
+    read_frame,
+    tokenize,
+)
 from prodcat.errors import ProdcatError
 
 
@@ -149,3 +158,30 @@ def test_tokenize_keeps_lengths_for_grouping(tmp_path):
     encoded = tokenize(splits.train, tokenizer, max_seq_length=4)
     assert max(encoded["length"][:]) == 4  # truncated to max_seq_length
     assert encoded["length"][:] == [len(ids) for ids in encoded["input_ids"][:]]
+
+
+@pytest.mark.parametrize(
+    "path, text",
+    [
+        ("Beauty & Hygiene > Hair Care > Hair Oil & Serum", "Hair Oil & Serum, Hair Care"),
+        ("A > B > C > Leaf", "Leaf, C"),
+        ("Electronics > Laptops", "Laptops, Electronics"),
+        ("Toys", "Toys"),
+    ],
+)
+def test_category_name_text_is_leaf_then_parent(path, text):
+    assert category_name_text(path) == text
+
+
+def test_category_name_examples_add_one_labelled_row_per_category_to_train_only(tmp_path):
+    rows = balanced_rows(n_classes=3, per_class=5) + [("one of a kind", "Rare > Only > One")]
+    table = load_table(write_csv(tmp_path / "p.csv", rows), ["description"], "category")
+    splits = build_splits(table, None, None, validation_split=0.2, seed=1)
+    augmented = add_category_name_examples(splits.train)
+    added = augmented.select(range(len(splits.train), len(augmented)))
+    assert augmented.select(range(len(splits.train)))["text"][:] == splits.train["text"][:]  # user rows untouched
+    assert added["label"][:] == list(range(len(splits.label_names)))  # every category once, singleton included
+    assert added["category_path"][:] == splits.label_names
+    assert added["text"][:] == [category_name_text(name) for name in splits.label_names]
+    assert "One, Only" in added["text"][:]
+    assert augmented.features == splits.train.features

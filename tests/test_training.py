@@ -27,6 +27,12 @@ def test_end_to_end_model_loads_with_pipeline_and_returns_category_paths(trained
     assert 0 <= eval_results["eval_accuracy"] <= 1 and "eval_level_1_accuracy" in eval_results
     summary = json.load(open(os.path.join(trained_model_dir, "training_summary.json")))
     assert set(summary["label_counts"]) == categories and summary["num_train"] > summary["num_validation"] > 0
+    # Category-name examples are on by default: the model trained on one more row per category, while
+    # the summary counts the user's rows only.
+    assert summary["hyperparameters"]["category_name_examples"] is True
+    assert sum(summary["label_counts"].values()) == summary["num_train"]
+    train_results = json.load(open(os.path.join(trained_model_dir, "train_results.json")))
+    assert train_results["train_samples"] == summary["num_train"] + len(categories)
 
 
 def test_taxonomy_loss_without_extras_is_cross_entropy():
