@@ -104,7 +104,9 @@ def test_two_processes_share_the_data_and_log_the_same_loss_scale(runs):
     single_losses, single_steps = logged_losses(runs["single"]["output_dir"])
     ddp_losses, ddp_steps = logged_losses(runs["ddp"]["output_dir"])
     summary = read_json(os.path.join(runs["ddp"]["output_dir"], "training_summary.json"))
-    n_train, n_classes = summary["num_train"], len(summary["label_counts"])
+    n_classes = len(summary["label_counts"])
+    # The transformer trains on the user's rows plus one category-name example per category (the default).
+    n_train = summary["num_train"] + (n_classes if summary["hyperparameters"]["category_name_examples"] else 0)
     # Really data-parallel: each step takes 8 rows on each of 2 processes (two independent copies
     # of a single-process run would each take 8 rows a step and log twice as many steps).
     assert single_steps == math.ceil(n_train / 8)
