@@ -173,7 +173,7 @@ def test_category_name_text_is_leaf_then_parent(path, text):
     assert category_name_text(path) == text
 
 
-def test_category_name_examples_add_one_labelled_row_per_category_to_train_only(tmp_path):
+def test_category_name_examples_add_one_labelled_row_per_category(tmp_path):
     rows = balanced_rows(n_classes=3, per_class=5) + [("one of a kind", "Rare > Only > One")]
     table = load_table(write_csv(tmp_path / "p.csv", rows), ["description"], "category")
     splits = build_splits(table, None, None, validation_split=0.2, seed=1)

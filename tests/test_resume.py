@@ -24,9 +24,9 @@ from prodcat.interrupt import (
 )
 from tests.conftest import ROOT, SAMPLE
 
-# Two epochs of 8 steps (64 rows less the validation split, in batches of 8; the category-name examples are off so the
-# step numbers below stay those of the user's rows); prior correction and calibration stay on: the
-# resumed run must match through the post-training steps too.
+# Two epochs of 8 steps (64 rows less the validation split, in batches of 8; the category-name
+# examples are off so the step numbers below stay those of the user's rows); prior correction and
+# calibration stay on: the resumed run must match through the post-training steps too.
 TINY = [
     "--train_file", SAMPLE, "--max_train_samples", "64", "--max_seq_length", "16", "--num_train_epochs", "2",
     "--per_device_train_batch_size", "8", "--audit", "false", "--disable_tqdm", "true", "--seed", "7",

@@ -28,8 +28,9 @@ def test_end_to_end_model_loads_with_pipeline_and_returns_category_paths(trained
     summary = json.load(open(os.path.join(trained_model_dir, "training_summary.json")))
     assert set(summary["label_counts"]) == categories and summary["num_train"] > summary["num_validation"] > 0
     # Category-name examples are on by default: the model trained on one more row per category, while
-    # the summary counts the user's rows only.
+    # the summary counts the user's rows only and validation scores real rows only.
     assert summary["hyperparameters"]["category_name_examples"] is True
+    assert eval_results["eval_num_examples"] == summary["num_validation"]
     assert sum(summary["label_counts"].values()) == summary["num_train"]
     train_results = json.load(open(os.path.join(trained_model_dir, "train_results.json")))
     assert train_results["train_samples"] == summary["num_train"] + len(categories)
