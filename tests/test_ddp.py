@@ -105,8 +105,8 @@ def test_two_processes_share_the_data_and_log_the_same_loss_scale(runs):
     ddp_losses, ddp_steps = logged_losses(runs["ddp"]["output_dir"])
     summary = read_json(os.path.join(runs["ddp"]["output_dir"], "training_summary.json"))
     n_classes = len(summary["label_counts"])
-    # The transformer trains on the user's rows plus one category-name example per category (the default).
-    n_train = summary["num_train"] + (n_classes if summary["hyperparameters"]["category_name_examples"] else 0)
+    # The rows the transformer trained on (the user's plus the category-name examples), as the run recorded them.
+    n_train = read_json(os.path.join(runs["ddp"]["output_dir"], "train_results.json"))["train_samples"]
     # Really data-parallel: each step takes 8 rows on each of 2 processes (two independent copies
     # of a single-process run would each take 8 rows a step and log twice as many steps).
     assert single_steps == math.ceil(n_train / 8)
