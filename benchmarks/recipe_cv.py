@@ -35,8 +35,8 @@ import sys
 
 import numpy as np
 import pandas as pd
-from common import ROOT, split_paths
 
+from common import ROOT, split_paths
 from prodcat.io import write_frame, write_json
 
 #: Scores read from each fold's output folder: (name, file, key).
@@ -85,10 +85,15 @@ def read_fold_scores(model_dir: str) -> dict[str, float]:
     return scores
 
 
-def run_key(args: argparse.Namespace, train_bytes: bytes, train_flags: list[str]) -> dict:
-    """What makes a fold's scores reusable: the same data (file contents), folds, columns and flags."""
+def fold_key(args: argparse.Namespace, train_bytes: bytes) -> dict:
+    """What makes two runs' folds the same: the data (file contents), k, the seed and the stratifying column."""
     return {"train_file_sha256": hashlib.sha256(train_bytes).hexdigest(), "folds": args.folds, "seed": args.seed,
-            "text_columns": args.text_columns, "label_column": args.label_column, "train_flags": train_flags}
+            "label_column": args.label_column}
+
+
+def run_key(folds: dict, args: argparse.Namespace, train_flags: list[str]) -> dict:
+    """What makes a fold's scores reusable: the same ``folds`` (a ``fold_key``), text columns and flags."""
+    return {**folds, "text_columns": args.text_columns, "train_flags": train_flags}
 
 
 def finished_fold(fold_dir: str, key: dict) -> dict[str, float] | None:
@@ -116,10 +121,16 @@ def summarise(folds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
 def compare(baseline: dict, candidate: dict) -> dict[str, dict[str, float]]:
     """Paired differences ``candidate - baseline`` per score: mean, standard error and per-fold values.
 
-    se = sd(d_1..d_k) / sqrt(k), with d_i the difference on fold i (same folds: same seed, file and k).
+    se = sd(d_1..d_k) / sqrt(k), with d_i the difference on fold i. Both results must record the same
+    ``fold_key`` (the same file contents, k, seed and label column).
     """
-    if (baseline["seed"], baseline["folds"], baseline["train_file"]) != (candidate["seed"], candidate["folds"], candidate["train_file"]):
-        raise SystemExit("the two results were not cross-validated on the same folds (train file, --folds and --seed must match)")
+    for result in (baseline, candidate):
+        if "fold_key" not in result:
+            raise SystemExit(f"{result['name']}: the result does not record its folds; run recipe_cv.py --name "
+                             f"{result['name']} again with the same flags (finished folds are reused) to rewrite it")
+    if baseline["fold_key"] != candidate["fold_key"]:
+        raise SystemExit("the two results were not cross-validated on the same folds "
+                         "(train file contents, --folds, --seed and --label_column must match)")
     result = {}
     for name, _, _ in FOLD_SCORES:
         differences = np.array([c[name] - b[name] for b, c in zip(baseline["per_fold"], candidate["per_fold"])])
@@ -145,7 +156,8 @@ def run_recipe(args: argparse.Namespace, train_flags: list[str]) -> dict | None:
     work = os.path.join(args.output_dir, args.name)
     per_fold = []
     wanted = set(args.only_folds or range(1, args.folds + 1))
-    key = run_key(args, train_bytes, train_flags)
+    folds_of_this_run = fold_key(args, train_bytes)
+    key = run_key(folds_of_this_run, args, train_flags)
     for fold in range(args.folds):
         fold_dir = os.path.join(work, f"fold_{fold}")
         saved = finished_fold(fold_dir, key)
@@ -180,7 +192,7 @@ def run_recipe(args: argparse.Namespace, train_flags: list[str]) -> dict | None:
         return None
     result = {
         "name": args.name, "train_file": os.path.abspath(train_path), "folds": args.folds, "seed": args.seed,
-        "train_flags": train_flags, "per_fold": per_fold, **summarise(per_fold),
+        "fold_key": folds_of_this_run, "train_flags": train_flags, "per_fold": per_fold, **summarise(per_fold),
     }
     write_json(os.path.join(args.output_dir, f"{args.name}.json"), result)
     return result

@@ -7,17 +7,17 @@ import os
 import sys
 
 import numpy as np
-import pytest
-
 import pandas as pd
+import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
-from common import write_benchmarks_block  # noqa: E402
 from few_shot import sample_per_category  # noqa: E402
 from recipe_cv import compare, fold_assignment  # noqa: E402
 from recipe_cv import main as recipe_cv_main  # noqa: E402
 from significance import paired_bootstrap  # noqa: E402
+
+from common import write_benchmarks_block  # noqa: E402
 
 
 def test_sample_per_category_caps_keeps_small_categories_and_nests():
@@ -69,14 +69,19 @@ def test_fold_assignment_is_stratified_seeded_and_keeps_rare_categories_in_train
 def test_compare_pairs_folds_and_refuses_different_folds():
     def result(macro_f1, seed=42):
         folds = [{"accuracy": 0.7, "macro_f1": m, "level_1_accuracy": 0.9, "nll": 1.0, "train_seconds": 10.0} for m in macro_f1]
-        return {"seed": seed, "folds": len(folds), "train_file": "/x/train.csv", "per_fold": folds}
+        fold_key = {"train_file_sha256": "ab12", "folds": len(folds), "seed": seed, "label_column": "category"}
+        return {"name": f"seed{seed}", "fold_key": fold_key, "per_fold": folds}
 
     difference = compare(result([0.60, 0.62, 0.64]), result([0.61, 0.64, 0.64]))["macro_f1"]
     assert difference["per_fold"] == pytest.approx([0.01, 0.02, 0.0])
     assert difference["mean"] == pytest.approx(0.01)
     assert difference["se"] == pytest.approx(0.01 / np.sqrt(3))  # sd of (0.01, 0.02, 0) is 0.01
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="not cross-validated on the same folds"):
         compare(result([0.6, 0.6, 0.6]), result([0.6, 0.6, 0.6], seed=1))
+    unrecorded = result([0.6, 0.6, 0.6])
+    del unrecorded["fold_key"]  # a result written before the folds were recorded
+    with pytest.raises(SystemExit, match="seed42: the result does not record its folds"):
+        compare(result([0.6, 0.6, 0.6]), unrecorded)
 
 
 def test_recipe_cv_trains_each_fold_and_writes_the_scores(tmp_path):
@@ -94,6 +99,8 @@ def test_recipe_cv_trains_each_fold_and_writes_the_scores(tmp_path):
     assert recipe_cv_main(argv) == 0
     result = json.load(open(tmp_path / "tiny.json"))
     assert result["train_flags"] == flags and len(result["per_fold"]) == 2
+    assert result["fold_key"]["folds"] == 2 and result["fold_key"]["seed"] == 42
+    assert compare(result, result)["macro_f1"]["mean"] == 0  # the same folds: pairs with itself
     assert os.path.getmtime(second_fold) == saved_at  # reused, not trained again
     assert result["per_fold"][1] == json.load(open(second_fold))["scores"]
     for fold in result["per_fold"]:
