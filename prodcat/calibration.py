@@ -30,6 +30,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.special
 
 from .errors import ProdcatError, first_line
 from .io import write_json
@@ -57,17 +58,18 @@ def model_temperature(config) -> float:
     return temperature
 
 
-def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Softmax of ``logits / temperature`` along the last axis, computed stably in float64.
+def probabilities(logits: np.ndarray, temperature: float = 1.0, dtype: type = np.float64) -> np.ndarray:
+    """Softmax of ``logits / temperature`` along the last axis, computed stably in ``dtype``.
+
+    float64 (the default) for fitting and scoring the temperature; the predictor asks for float32, the
+    dtype of its logits, to keep large batches cheap.
 
     Example:
         >>> probabilities(np.array([[2.0, 0.0]]), temperature=2.0).round(3)
         array([[0.731, 0.269]])
     """
-    scaled = np.asarray(logits, dtype=np.float64) / float(temperature)
-    scaled = scaled - scaled.max(axis=-1, keepdims=True)
-    exp = np.exp(scaled)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    scaled = np.asarray(logits, dtype=dtype) / np.dtype(dtype).type(temperature)
+    return scipy.special.softmax(scaled, axis=-1)
 
 
 def _valid(logits: np.ndarray, labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .calibration import model_temperature
+from .calibration import model_temperature, probabilities
 from .errors import ProdcatError, first_line
 from .hierarchy import CANONICAL_SEPARATOR, level_membership, max_depth, normalize_path, path_depth, split_path
 
@@ -209,15 +209,6 @@ def hierarchical_backoff(
     if needs_review.any():
         scores[needs_review] = taxonomy.level_probabilities(probs[needs_review], 1).max(axis=1)
     return categories, scores, needs_review
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise ``softmax(logits / temperature)`` in float32, numerically stable."""
-    scaled = np.asarray(logits, dtype=np.float32) / np.float32(temperature)
-    scaled -= scaled.max(axis=-1, keepdims=True)
-    np.exp(scaled, out=scaled)
-    scaled /= scaled.sum(axis=-1, keepdims=True)
-    return scaled
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,7 +399,7 @@ class Categorizer:
         onnx_cache_dir: str | None = None,
         recheck_margin: float | None = None,
         ensemble: bool = False,
-    ) -> "Categorizer":
+    ) -> Categorizer:
         """Load a categoriser from a model folder or a Hub id.
 
         Args:
@@ -526,7 +517,7 @@ class Categorizer:
         logits = self.logits(texts, batch_size, progress)
         if self.ensemble is not None:
             return self.ensemble.probabilities(texts, logits)
-        return softmax(logits, self.temperature)
+        return probabilities(logits, self.temperature, dtype=np.float32)
 
     def predict(
         self,

@@ -38,6 +38,14 @@ def test_probabilities_are_a_stable_softmax():
     assert probs[1, 0] == pytest.approx(math.exp(1) / (math.exp(1) + 1))
 
 
+def test_probabilities_in_float32_for_the_predictor():
+    logits = np.array([[2.0, 1.0, 0.0], [30.0, -5.0, 1.0]], dtype=np.float32)
+    probs = probabilities(logits, 2.0, dtype=np.float32)
+    assert probs.dtype == np.float32
+    expected = np.exp(logits / 2.0) / np.exp(logits / 2.0).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probs, expected, rtol=1e-6)
+
+
 def test_ece_by_hand():
     # two rows at confidence 0.9, one right: |0.5 - 0.9| = 0.4
     assert expected_calibration_error(np.array([[0.9, 0.1], [0.9, 0.1]]), [0, 1]) == pytest.approx(0.4)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from prodcat.calibration import probabilities
 from prodcat.errors import ProdcatError
 from prodcat.hierarchy import ancestors
 from prodcat.predictor import (
@@ -17,7 +18,6 @@ from prodcat.predictor import (
     Prediction,
     Taxonomy,
     hierarchical_backoff,
-    softmax,
 )
 from tests.conftest import clone_model
 
@@ -110,12 +110,6 @@ def test_level_probabilities_are_sums_of_leaves():
             np.testing.assert_allclose(node_probs[:, j], probs[:, members].sum(axis=1))
 
 
-def test_softmax_applies_temperature():
-    logits = np.array([[2.0, 1.0, 0.0]])
-    expected = np.exp(logits / 2.0) / np.exp(logits / 2.0).sum()
-    np.testing.assert_allclose(softmax(logits, 2.0), expected, rtol=1e-6)
-
-
 # ---- the Categorizer on a trained model -------------------------------------------------------
 
 
@@ -145,7 +139,7 @@ def test_predict_returns_typed_results_with_consistent_top_k_and_levels(categori
 
 def test_predict_proba_rows_are_distributions_over_labels(categorizer):
     probs = categorizer.predict_proba(sample_texts(10))
-    assert probs.shape == (10, len(categorizer.labels))
+    assert probs.shape == (10, len(categorizer.labels)) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
@@ -213,7 +207,7 @@ def test_temperature_from_config_is_applied(trained_model_dir, categorizer, tmp_
     warm = Categorizer.from_pretrained(clone_model(trained_model_dir, str(tmp_path / "t"), set_temperature), device="cpu")
     texts = sample_texts(5)
     assert warm.temperature == 2.5
-    np.testing.assert_allclose(warm.predict_proba(texts), softmax(categorizer.logits(texts), 2.5), atol=1e-5)
+    np.testing.assert_allclose(warm.predict_proba(texts), probabilities(categorizer.logits(texts), 2.5), atol=1e-5)
 
 
 def test_model_without_category_labels_is_a_prodcat_error(trained_model_dir, tmp_path):
