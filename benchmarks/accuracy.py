@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import re
+import subprocess
 import sys
 import tempfile
 import time

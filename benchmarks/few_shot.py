@@ -24,6 +24,7 @@ import sys
 import tempfile
 
 import pandas as pd
+
 from accuracy import METHOD_NAMES, METHODS, run_method, score
 from common import ROOT, split_paths, write_benchmarks_block
 
@@ -125,7 +126,9 @@ def main() -> int:
     if args.write:
         png = os.path.join(ROOT, "benchmarks", "few_shot.png")
         plot(rows, args.methods, png)
-        write_benchmarks_block("few-shot", f"{header}\n\n{table}\n\n![macro-F1 against examples per category]({os.path.relpath(png, ROOT)})")
+        write_benchmarks_block(
+            "few-shot", f"{header}\n\n{table}\n\n![macro-F1 against examples per category]({os.path.relpath(png, ROOT)})"
+        )
         print(f"wrote BENCHMARKS.md and {os.path.relpath(png, ROOT)}")
     return 0
 

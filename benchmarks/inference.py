@@ -187,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             results[name]["rechecked"] = forward.rechecked / max(forward.rows, 1)
         del categorizer
 
-    token_counts = [len(ids) for ids in Categorizer.from_pretrained(args.model, device="cpu").tokenizer(titles, truncation=True, max_length=512)["input_ids"]]
+    token_counts = [
+        len(ids)
+        for ids in Categorizer.from_pretrained(args.model, device="cpu").tokenizer(titles, truncation=True, max_length=512)["input_ids"]
+    ]
     useful_gflop = encoder_flops(config, token_counts) / 1e9
     peak = matmul_gflops(args.threads)
 
@@ -197,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({config.num_labels} categories), {args.threads} thread(s), {torch.get_num_threads()} torch threads, "
         f"{os.cpu_count()} CPU(s)",
         "",
-        f"| engine | items/s | speed-up vs (a) | single-item p50 ms | p95 ms | top-1 agreement with (a) | test accuracy ({len(test_labels)} titles) |",
+        "| engine | items/s | speed-up vs (a) | single-item p50 ms | p95 ms | top-1 agreement with (a) | "
+        f"test accuracy ({len(test_labels)} titles) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     expected = [normalize_path(label, " > ") for label in test_labels]
@@ -210,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {agreement:.2%} | {accuracy:.3f} |"
         )
     lines.append("")
-    lines.append(f"Large torch.mm (2048x2048 fp32): {peak:.1f} GFLOP/s. Useful work: {useful_gflop / len(titles) * 1e3:.1f} MFLOP per title.")
+    lines.append(
+        f"Large torch.mm (2048x2048 fp32): {peak:.1f} GFLOP/s. Useful work: {useful_gflop / len(titles) * 1e3:.1f} MFLOP per title."
+    )
     for name in ("(b) prodcat torch", "(c) prodcat ONNX fp32"):
         achieved = useful_gflop / results[name]["seconds"]
         lines.append(f"{name}: {achieved:.1f} GFLOP/s achieved = {achieved / peak:.0%} of torch.mm.")

@@ -21,6 +21,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+
 from accuracy import DATASETS, run_tfidf
 from common import ROOT, split_paths
 

@@ -123,7 +123,8 @@ class DataArguments:
     dataset_id: str | None = field(default=None, metadata={"help": "Hub dataset id of the training data (model card `datasets`)."})
     dataset_name: str | None = field(default=None, metadata={"help": "Name of the training data in the model card, e.g. bigbasket-27k."})
     audit: bool = field(
-        default=True, metadata={"help": "Audit the data before training (conflicting duplicates, leakage, rare categories) and log a summary."}
+        default=True,
+        metadata={"help": "Audit the data before training (conflicting duplicates, leakage, rare categories) and log a summary."},
     )
     strict_audit: bool = field(
         default=False, metadata={"help": "Stop before training when the audit finds conflicting duplicate texts or train/test leakage."}

@@ -281,7 +281,7 @@ def _read(role: str, path: str, text_columns: Sequence[str], label_column: str, 
 
 
 def _audit_file(table: _Table) -> FileAudit:
-    usable = [i for i, (t, l) in enumerate(zip(table.texts, table.labels)) if t and l]
+    usable = [i for i, (text, label) in enumerate(zip(table.texts, table.labels)) if text and label]
     exact: dict[str, list[int]] = defaultdict(list)
     normalized: dict[str, list[int]] = defaultdict(list)
     for i in usable:
@@ -309,7 +309,7 @@ def _audit_file(table: _Table) -> FileAudit:
         categories=len(set(labels)),
         levels=max_depth(labels),
         empty_text_rows=[table.rows[i] for i, t in enumerate(table.texts) if not t],
-        empty_label_rows=[table.rows[i] for i, (t, l) in enumerate(zip(table.texts, table.labels)) if t and not l],
+        empty_label_rows=[table.rows[i] for i, (text, label) in enumerate(zip(table.texts, table.labels)) if text and not label],
         exact_duplicates=exact_groups,
         normalized_duplicates=normalized_groups,
     )
@@ -383,14 +383,14 @@ def audit_tables(
         if path:
             tables.append(_read(role, path, text_columns, label_column, label_separator))
     train = tables[0]
-    train_counts = Counter(l for t, l in zip(train.texts, train.labels) if t and l)
+    train_counts = Counter(label for text, label in zip(train.texts, train.labels) if text and label)
     rare = dict(sorted(((c, n) for c, n in train_counts.items() if n < min_count), key=lambda item: (item[1], item[0])))
     leakage = [_leakage(table, train) for table in tables[1:]]
     if validation_path and test_path:
         leakage.append(_leakage(tables[2], tables[1]))
     unseen = {}
     for table in tables[1:]:
-        counter = Counter(l for t, l in zip(table.texts, table.labels) if t and l and l not in train_counts)
+        counter = Counter(label for text, label in zip(table.texts, table.labels) if text and label and label not in train_counts)
         unseen[table.role] = dict(sorted(counter.items(), key=lambda item: (-item[1], item[0])))
     return AuditReport(
         files=[_audit_file(table) for table in tables],

@@ -48,7 +48,9 @@ def train_main(argv: list[str]) -> int:
         return 0  # under torchrun / accelerate launch the main process reports
     for split in ("eval", "test"):
         if split in results:
-            shown = {k: round(v, 4) for k, v in results[split].items() if isinstance(v, float) and "runtime" not in k and "per_second" not in k}
+            shown = {
+                k: round(v, 4) for k, v in results[split].items() if isinstance(v, float) and "runtime" not in k and "per_second" not in k
+            }
             print(f"{split} metrics: {shown}")
     return 0
 

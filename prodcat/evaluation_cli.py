@@ -89,7 +89,9 @@ def main(argv: list[str]) -> int:
         max_length=max_length,
         source_rows=table.source_rows,
     )
-    parts = [f"accuracy {metrics['accuracy']:.4f}", f"macro-F1 {metrics['macro_f1']:.4f}", f"hierarchical F1 {metrics['hierarchical_f1']:.4f}"]
+    parts = [
+        f"accuracy {metrics['accuracy']:.4f}", f"macro-F1 {metrics['macro_f1']:.4f}", f"hierarchical F1 {metrics['hierarchical_f1']:.4f}"
+    ]
     if "level_1_accuracy" in metrics:
         parts.append(f"level-1 {metrics['level_1_accuracy']:.4f}")
     if metrics.get("ece") is not None:

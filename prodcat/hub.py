@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from huggingface_hub import CommitOperationAdd, HfApi
-from huggingface_hub.errors import HFValidationError, HfHubHTTPError, OfflineModeIsEnabled
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
 from huggingface_hub.utils import get_token, validate_repo_id
 
 from . import model_card
@@ -240,7 +240,9 @@ def _hub_errors(output_dir: str, hub_model_id: str, token: str | None) -> Iterat
     try:
         yield
     except OfflineModeIsEnabled:
-        raise ProdcatError(f"cannot reach the Hugging Face Hub: offline mode is on (HF_HUB_OFFLINE=1); {safe}; unset HF_HUB_OFFLINE and {retry}") from None
+        raise ProdcatError(
+            f"cannot reach the Hugging Face Hub: offline mode is on (HF_HUB_OFFLINE=1); {safe}; unset HF_HUB_OFFLINE and {retry}"
+        ) from None
     except HfHubHTTPError as err:
         status = getattr(getattr(err, "response", None), "status_code", None)
         if status == 401:
@@ -290,7 +292,11 @@ def push_output_dir(
     license = model_card.check_license(license or model_card.existing_license(output_dir) or model_card.DEFAULT_LICENSE)
 
     def render(repo_id: str) -> str:
-        return str(model_card.render_model_card(output_dir, license=license, hub_model_id=repo_id, dataset_id=dataset_id, dataset_name=dataset_name))
+        return str(
+            model_card.render_model_card(
+                output_dir, license=license, hub_model_id=repo_id, dataset_id=dataset_id, dataset_name=dataset_name
+            )
+        )
 
     card_text = render(hub_model_id)
     files = files_to_push(output_dir, include_checkpoints)

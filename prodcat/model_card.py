@@ -143,7 +143,9 @@ def read_config(output_dir: str) -> dict:
         raise ProdcatError(f"{output_dir}: no such directory; pass the --output_dir of a finished training run")
     config = _read_json(path)
     if config is None:
-        raise ProdcatError(f"{output_dir}: no readable config.json, so no trained model here; pass the --output_dir of a finished training run")
+        raise ProdcatError(
+            f"{output_dir}: no readable config.json, so no trained model here; pass the --output_dir of a finished training run"
+        )
     id2label = config.get("id2label") or {}
     if not isinstance(id2label, dict) or len(id2label) < 2:
         raise ProdcatError(f"{path}: no id2label with category paths; is this a prodcat classifier?")
@@ -288,7 +290,8 @@ def _taxonomy(labels: list[str], label_counts: Mapping[str, int] | None) -> dict
         "example_path": _md_code(deepest[len(deepest) // 2]) if depth > 1 else "",
         "top_level": top_level,
         "top_level_more": max(0, len(tops) - _TOP_LEVEL_LIMIT) if top_level else 0,
-        "top_level_title": ("Top-level categories" if depth > 1 else "Categories") + (", most training examples first:" if label_counts else ":"),
+        "top_level_title": ("Top-level categories" if depth > 1 else "Categories")
+        + (", most training examples first:" if label_counts else ":"),
     }
 
 
@@ -307,7 +310,13 @@ def _data_section(summary: Mapping, dataset_id: str | None) -> dict | None:
             val_source = f"{share:.0%} of the training file, stratified by category"
         splits.append({"name": "Validation", "rows": _count(summary["num_validation"]), "source": val_source})
     if summary.get("num_test"):
-        splits.append({"name": "Test", "rows": _count(summary["num_test"]), "source": _md_code(summary["test_file"]) if summary.get("test_file") else "test file"})
+        splits.append(
+            {
+                "name": "Test",
+                "rows": _count(summary["num_test"]),
+                "source": _md_code(summary["test_file"]) if summary.get("test_file") else "test file",
+            }
+        )
     columns = summary.get("text_columns") or []
     sentences = []
     if columns:
@@ -376,7 +385,10 @@ def _results_table(results: Mapping[str, Mapping[str, float]], depth: int) -> di
     if "eval" in splits and "test" in splits:
         note += " Validation can be used during training (e.g. to pick the checkpoint), so test is the unbiased estimate."
     elif "eval" in splits:
-        note += " There was no test set; validation can be used during training (e.g. to pick the checkpoint), so its scores may be slightly optimistic."
+        note += (
+            " There was no test set; validation can be used during training (e.g. to pick the checkpoint), so its scores "
+            "may be slightly optimistic."
+        )
     return {"columns": [_SPLIT_NAMES[s][1] for s in splits], "rows": rows, "note": note}
 
 
@@ -400,7 +412,11 @@ def _coverage_table(report: Mapping, thresholds: Sequence[float] = (0.5, 0.7, 0.
     if not rows:
         return None
     n = report.get("num_examples")
-    source = f"evaluation report `report/metrics.json`, {_count(n)} products" if isinstance(n, (int, float)) else "evaluation report `report/metrics.json`"
+    source = (
+        f"evaluation report `report/metrics.json`, {_count(n)} products"
+        if isinstance(n, (int, float))
+        else "evaluation report `report/metrics.json`"
+    )
     return {"rows": rows, "source": source}
 
 
@@ -449,7 +465,10 @@ def _limitations(labels: list[str], summary: Mapping, taxonomy: dict) -> list[st
     unseen_rows = {k: int(v) for k, v in (summary.get("unseen_rows") or {}).items() if v}
     unseen_names = list(summary.get("unseen_categories") or [])
     if unseen_rows or unseen_names:
-        where = " and ".join(f"{_count(n)} {'validation' if split == 'validation' else split} row{'s' if n != 1 else ''}" for split, n in unseen_rows.items())
+        where = " and ".join(
+            f"{_count(n)} {'validation' if split == 'validation' else split} row{'s' if n != 1 else ''}"
+            for split, n in unseen_rows.items()
+        )
         text = "Some evaluation rows have a category that never occurs in training, so the model cannot get them right at the leaf"
         text += f" ({where}; counted as errors above)" if where else ""
         text += f": {_listing(unseen_names)}." if unseen_names else "."
@@ -463,7 +482,9 @@ def _limitations(labels: list[str], summary: Mapping, taxonomy: dict) -> list[st
                 + ("; `--threshold` lets such predictions fall back to the parent category." if taxonomy["depth"] > 1 else ".")
             )
     max_len = (summary.get("hyperparameters") or {}).get("max_seq_length")
-    trained_on = f"the text style of {_md_code(summary['train_file'])}" if summary.get("train_file") else "the text style of its training data"
+    trained_on = (
+        f"the text style of {_md_code(summary['train_file'])}" if summary.get("train_file") else "the text style of its training data"
+    )
     items.append(
         f"It learned {trained_on}: listings from other shops, other languages or with much longer descriptions may score lower"
         + (f", and text beyond {max_len} tokens is cut off." if max_len else ".")
@@ -611,7 +632,10 @@ def render_model_card(
             f"{ensemble['validation_ensemble_macro_f1']:.3f}"
         )
         if "test_accuracy" in ensemble:
-            ensemble_text += f"; on the test split the ensemble scores accuracy {ensemble['test_accuracy']:.3f}, macro-F1 {ensemble['test_macro_f1']:.3f}"
+            ensemble_text += (
+                f"; on the test split the ensemble scores accuracy {ensemble['test_accuracy']:.3f}, "
+                f"macro-F1 {ensemble['test_macro_f1']:.3f}"
+            )
         ensemble_text += "."
     model_ref = hub_model_id or f"./{model_name}"
 
@@ -638,7 +662,11 @@ def render_model_card(
         example_text=widget_texts[0] if widget_texts else "Wireless noise-cancelling over-ear headphones",
         threshold=None if depth == 1 else {
             "value": f"{backoff:g}" if backoff is not None else "0.8",
-            "source": "the value chosen for this model" if backoff is not None else "an example value; pick yours from the evaluation report's coverage curve",
+            "source": (
+                "the value chosen for this model"
+                if backoff is not None
+                else "an example value; pick yours from the evaluation report's coverage curve"
+            ),
         },
         coverage=_coverage_table(report) if results else None,
         temperature=None if temperature is None else f"{float(temperature):.3f}",

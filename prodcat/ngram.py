@@ -71,7 +71,10 @@ def pool(logits: np.ndarray, decisions: np.ndarray, scale: float, weight: float)
     """The ensemble score ``(1 - w) * log_softmax(z) + w * log_softmax(a * d)`` (module docstring)."""
     if weight == 0:
         return log_softmax(np.asarray(logits, dtype=np.float64))
-    return (1 - weight) * log_softmax(np.asarray(logits, dtype=np.float64)) + weight * log_softmax(scale * np.asarray(decisions, dtype=np.float64))
+    return (
+        (1 - weight) * log_softmax(np.asarray(logits, dtype=np.float64))
+        + weight * log_softmax(scale * np.asarray(decisions, dtype=np.float64))
+    )
 
 
 @dataclass
@@ -89,7 +92,7 @@ class NgramModel:
     _coef_by_feature: object = field(default=None, repr=False)
 
     @classmethod
-    def fit(cls, texts: Sequence[str], labels: Sequence[str], label_names: Sequence[str], seed: int = 42) -> "NgramModel":
+    def fit(cls, texts: Sequence[str], labels: Sequence[str], label_names: Sequence[str], seed: int = 42) -> NgramModel:
         """Fit on ``texts`` / ``labels`` (category paths in ``label_names``); columns follow ``label_names``."""
         import scipy.sparse as sp
         from sklearn.svm import LinearSVC
@@ -220,7 +223,7 @@ class NgramEnsemble:
         return target
 
     @classmethod
-    def load(cls, model_dir: str, labels: Sequence[str] | None = None) -> "NgramEnsemble":
+    def load(cls, model_dir: str, labels: Sequence[str] | None = None) -> NgramEnsemble:
         """Read ``model_dir/ngram/``; ``labels`` (the transformer's) must match the stored ones."""
         import scipy.sparse as sp
         from safetensors import SafetensorError
@@ -251,7 +254,9 @@ class NgramEnsemble:
             list(config["labels"]), vocabulary["word"], vocabulary["char"], tensors["word_idf"], tensors["char_idf"], coef,
             tensors["intercept"],
         )
-        return cls(model, float(config["scale"]), float(config["weight"]), float(config.get("temperature", 1.0)), config.get("validation", {}))
+        return cls(
+            model, float(config["scale"]), float(config["weight"]), float(config.get("temperature", 1.0)), config.get("validation", {})
+        )
 
 
 def fit_ngram_ensemble(

@@ -27,7 +27,7 @@ from .hub import finish_training_push, take_push_request
 from .interrupt import GracefulInterrupt, check_checkpoint_matches, resolve_resume_checkpoint, warn_if_stale_checkpoints
 from .io import write_json
 from .metrics.taxonomy_metrics import taxonomy_scores
-from .model import fit_head, head_features, head_parameter_names, classifier_layer, load_for_training, resolve_model_path
+from .model import classifier_layer, fit_head, head_features, head_parameter_names, load_for_training, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +303,12 @@ def run_training(
 
     if training_args.num_train_epochs <= 0:
         training_args.num_train_epochs = auto_num_epochs(len(splits.train), len(splits.label_names))
-        logger.info("Training for %d epochs (chosen from %d rows over %d categories)", training_args.num_train_epochs, len(splits.train), len(splits.label_names))
+        logger.info(
+            "Training for %d epochs (chosen from %d rows over %d categories)",
+            training_args.num_train_epochs,
+            len(splits.train),
+            len(splits.label_names),
+        )
     if eval_ds is None and training_args.eval_strategy != "no":
         logger.warning("No validation data (--validation_split 0 and no --validation_file): evaluation and best-model selection are off")
         training_args.eval_strategy = training_args.eval_strategy.__class__("no")
@@ -371,7 +376,11 @@ def run_training(
         # report (the temperature and the ensemble change neither the model nor its logits).
         def split_logits(texts) -> np.ndarray:
             return predict_logits(
-                trainer.model, tokenizer, list(texts), batch_size=training_args.per_device_eval_batch_size, max_length=data_args.max_seq_length
+                trainer.model,
+                tokenizer,
+                list(texts),
+                batch_size=training_args.per_device_eval_batch_size,
+                max_length=data_args.max_seq_length,
             )
 
         needs_validation = splits.validation is not None and (model_args.calibrate or model_args.ngram_ensemble)

@@ -12,12 +12,11 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
+from common import write_benchmarks_block  # noqa: E402
 from few_shot import sample_per_category  # noqa: E402
 from recipe_cv import compare, fold_assignment  # noqa: E402
 from recipe_cv import main as recipe_cv_main  # noqa: E402
 from significance import paired_bootstrap  # noqa: E402
-
-from common import write_benchmarks_block  # noqa: E402
 
 
 def test_sample_per_category_caps_keeps_small_categories_and_nests():

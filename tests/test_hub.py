@@ -82,7 +82,10 @@ def no_saved_login(monkeypatch, tmp_path):
 @contextlib.contextmanager
 def simulated_hub(repo_id: str = "acme/prodcat-sample", create_repo_error=None, commit_error=None):
     """Patch the two calls that would touch the network; yield the mocks for inspection."""
-    with mock.patch.object(HfApi, "create_repo", autospec=True) as create_repo, mock.patch.object(HfApi, "create_commit", autospec=True) as create_commit:
+    with (
+        mock.patch.object(HfApi, "create_repo", autospec=True) as create_repo,
+        mock.patch.object(HfApi, "create_commit", autospec=True) as create_commit,
+    ):
         create_repo.return_value = RepoUrl(f"https://huggingface.co/{repo_id}")
         create_repo.side_effect = create_repo_error
         create_commit.return_value = CommitInfo(
@@ -113,7 +116,10 @@ def operation_bytes(op: CommitOperationAdd) -> bytes:
         return handle.read()
 
 
-MODEL_FILES = {"README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "training_summary.json", "eval_results.json", "train_results.json", "all_results.json"}
+MODEL_FILES = {
+    "README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "training_summary.json",
+    "eval_results.json", "train_results.json", "all_results.json",
+}
 
 
 def test_push_sends_the_model_card_and_results_but_no_checkpoints_or_pickles(model_dir):
@@ -191,7 +197,9 @@ def test_training_integration_keeps_the_token_out_of_training_args(monkeypatch):
     """Trainer pickles TrainingArguments into training_args.bin: the token must be gone before that."""
     from prodcat.args import parse_train_args
 
-    _, _, training_args = parse_train_args(["--push_to_hub", "--hub_model_id", "acme/prodcat-sample", "--hub_token", TOKEN, "--hub_private_repo", "true"])
+    _, _, training_args = parse_train_args(
+        ["--push_to_hub", "--hub_model_id", "acme/prodcat-sample", "--hub_token", TOKEN, "--hub_private_repo", "true"]
+    )
     request = hub.take_push_request(training_args)
     assert request == hub.PushRequest("acme/prodcat-sample", private=True, token=TOKEN)
     assert TOKEN not in repr(request)
@@ -267,7 +275,9 @@ def test_offline_mode_is_refused_by_huggingface_hub_itself(model_dir, monkeypatc
     assert snapshot(model_dir) == before
 
 
-@pytest.mark.parametrize("status, expected", [(401, "rejected the token"), (403, "cannot write to acme/prodcat-sample"), (500, r"refused the upload \(500")])
+@pytest.mark.parametrize(
+    "status, expected", [(401, "rejected the token"), (403, "cannot write to acme/prodcat-sample"), (500, r"refused the upload \(500")]
+)
 def test_hub_http_errors_are_one_line(model_dir, status, expected):
     response = httpx2.Response(status, request=httpx2.Request("POST", "https://huggingface.co/api/repos/create"))
     error = HfHubHTTPError(f"{status} Client Error", response=response)
@@ -316,7 +326,9 @@ def hub_cache_env(model_dir, tmp_path) -> dict[str, str]:
         hub.push_output_dir(model_dir, "acme/prodcat-sample", token=TOKEN)
     cache = str(tmp_path / "hub-cache")
     fill_hub_cache(cache, "acme/prodcat-sample", sent_operations(create_commit))
-    return {**os.environ, "HF_HUB_CACHE": cache, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return {
+        **os.environ, "HF_HUB_CACHE": cache, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"
+    }
 
 
 def test_model_loads_by_hub_id_from_the_cache_offline(model_dir, hub_cache_env, tmp_path):

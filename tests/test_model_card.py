@@ -26,7 +26,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 
-def write_synthetic_model_dir(path, labels: list[str], counts: dict[str, int] | None = None, summary_extra: dict | None = None, results: dict | None = None, config_extra: dict | None = None) -> str:
+def write_synthetic_model_dir(
+    path,
+    labels: list[str],
+    counts: dict[str, int] | None = None,
+    summary_extra: dict | None = None,
+    results: dict | None = None,
+    config_extra: dict | None = None,
+) -> str:
     """An output directory as training leaves it, minus the weights (the card does not read them)."""
     os.makedirs(path, exist_ok=True)
     config = {"model_type": "bert", "id2label": {str(i): label for i, label in enumerate(labels)}}
@@ -50,7 +57,9 @@ def write_synthetic_model_dir(path, labels: list[str], counts: dict[str, int] | 
             "unseen_rows": {"validation": 0, "test": 2},
             "label_counts": counts,
             "widget_examples": ["Steel water bottle 1 l", "Kids rain boots size 28"],
-            "hyperparameters": {"learning_rate": 1e-4, "head_learning_rate": None, "num_train_epochs": 3.0, "max_seq_length": 48, "seed": 1},
+            "hyperparameters": {
+                "learning_rate": 1e-4, "head_learning_rate": None, "num_train_epochs": 3.0, "max_seq_length": 48, "seed": 1
+            },
             "results": {},
         }
         summary.update(summary_extra or {})
@@ -76,7 +85,10 @@ TEST_SCORES = {
     "level_2_accuracy": 0.88, "level_2_macro_f1": 0.8, "level_3_accuracy": 0.8123, "hierarchical_f1": 0.87,
     "num_examples": 50, "runtime": 1.5,
 }
-EVAL_SCORES = {"accuracy": 0.83, "macro_f1": 0.72, "weighted_f1": 0.82, "level_1_accuracy": 0.96, "level_2_accuracy": 0.9, "hierarchical_f1": 0.9, "num_examples": 40}
+EVAL_SCORES = {
+    "accuracy": 0.83, "macro_f1": 0.72, "weighted_f1": 0.82, "level_1_accuracy": 0.96, "level_2_accuracy": 0.9, "hierarchical_f1": 0.9,
+    "num_examples": 40,
+}
 
 
 @pytest.fixture()
@@ -195,7 +207,11 @@ def test_threshold_coverage_and_onnx_come_from_the_files(synthetic_dir):
     assert "--threshold 0.8" in before and "an example value" in before  # the predictor's flag, example value
     assert "Share of products" not in before and "onnx" not in before
     os.makedirs(os.path.join(synthetic_dir, "report"))
-    curve = {"thresholds": [0.0, 0.5, 0.7, 0.8, 0.9, 1.0], "coverage": [1.0, 0.9, 0.75, 0.6, 0.4, 0.0], "accuracy": [0.8, 0.85, 0.9, 0.95, 0.99, None]}
+    curve = {
+        "thresholds": [0.0, 0.5, 0.7, 0.8, 0.9, 1.0],
+        "coverage": [1.0, 0.9, 0.75, 0.6, 0.4, 0.0],
+        "accuracy": [0.8, 0.85, 0.9, 0.95, 0.99, None],
+    }
     with open(os.path.join(synthetic_dir, "report", "metrics.json"), "w") as handle:
         json.dump({"backoff_threshold": 0.45, "coverage_curve": curve, "num_examples": 50}, handle)
     os.makedirs(os.path.join(synthetic_dir, "onnx"))
@@ -220,7 +236,10 @@ def test_minimal_directory_gives_a_short_valid_card(tmp_path):
 
 
 def test_local_base_model_is_not_claimed_as_a_hub_model(tmp_path):
-    out = write_synthetic_model_dir(tmp_path / "m", LABELS, COUNTS, summary_extra={"base_model": "/home/alice/models/my-encoder", "base_model_is_embedded_default": False})
+    out = write_synthetic_model_dir(
+        tmp_path / "m", LABELS, COUNTS,
+        summary_extra={"base_model": "/home/alice/models/my-encoder", "base_model_is_embedded_default": False},
+    )
     text = str(model_card.render_model_card(out))
     assert "base_model" not in ModelCard(text).data.to_dict()
     assert "/home/alice" not in text and "`my-encoder`" in text

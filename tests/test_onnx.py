@@ -129,7 +129,10 @@ def test_recheck_margin_leaves_at_most_the_allowed_share_of_flips():
         unchecked_flips = int((flipped & (margins >= margin)).sum())
         assert unchecked_flips <= int(miss_rate * len(fp32))
         # ...and it is the smallest such margin: one flip fewer re-checked would exceed the allowance.
-        assert int((flipped & (margins >= np.nextafter(margins[flipped & (margins < margin)].max(), -np.inf))).sum()) > int(miss_rate * len(fp32))
+        assert (
+            int((flipped & (margins >= np.nextafter(margins[flipped & (margins < margin)].max(), -np.inf))).sum())
+            > int(miss_rate * len(fp32))
+        )
     assert onnx_backend.margin_for_miss_rate(fp32, fp32) == 0.0  # nothing flipped: pure int8
 
 

@@ -165,7 +165,9 @@ def test_evaluate_cli(trained_model_dir, tmp_path):
 def test_evaluate_cli_missing_column_is_one_line(trained_model_dir, tmp_path):
     test_file = tmp_path / "test.csv"
     test_file.write_text("description,category\nBlue mug,Home > Kitchen\n", encoding="utf-8")
-    result = _run_cli("--model", trained_model_dir, "--test_file", str(test_file), "--report_dir", str(tmp_path / "r"), "--text_columns", "title")
+    result = _run_cli(
+        "--model", trained_model_dir, "--test_file", str(test_file), "--report_dir", str(tmp_path / "r"), "--text_columns", "title"
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("prodcat: error:"), result.stderr
