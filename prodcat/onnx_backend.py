@@ -25,10 +25,12 @@ import contextlib
 import functools
 import glob
 import hashlib
+import itertools
 import json
 import logging
 import math
 import os
+import random
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -202,7 +204,17 @@ def calibrated_recheck_margin(int8_path: str) -> float:
 
 
 def probe_texts(labels: Sequence[str], extra: Sequence[str] = (), limit: int = 1024) -> list[str]:
-    """Texts to measure quantization error without user data: category names and their paths."""
+    """Texts to measure quantization error without user data: category names, their paths, then pairs.
+
+    Below ``limit`` names, the rest is filled with pairs of leaf names ("Headphones Speakers", in a
+    seeded random order): texts between two categories, where int8 flips top-1s most. A small catalogue
+    has too few names alone: on pricerunner-35k's model (10 categories) none of its 15 probes flipped,
+    so the margin was 0 (plain int8); with the pairs it is 0.78 (BENCHMARKS.md, int8 section).
+
+    Example:
+        >>> probe_texts(["Audio > Headphones", "Audio > Speakers"])
+        ['Headphones', 'Audio', 'Audio Headphones', 'Speakers', 'Audio Speakers', 'Headphones Speakers', 'Speakers Headphones']
+    """
     from .hierarchy import ancestors, normalize_path, split_path
 
     texts: dict[str, None] = {}
@@ -213,6 +225,17 @@ def probe_texts(labels: Sequence[str], extra: Sequence[str] = (), limit: int = 1
         texts.setdefault(split_path(path)[-1], None)
         for node in ancestors(path):
             texts.setdefault(" ".join(split_path(node)), None)
+    leaves = list(dict.fromkeys(split_path(normalize_path(label))[-1] for label in labels))
+    rng = random.Random(0)
+    if len(leaves) * (len(leaves) - 1) <= 4 * limit:  # few enough to list: all of them, in a seeded order
+        pairs = list(itertools.permutations(range(len(leaves)), 2))
+        rng.shuffle(pairs)
+    else:  # drawn (a flat catalogue of 1,000 categories has a million pairs), a bounded number of times
+        pairs = (rng.sample(range(len(leaves)), 2) for _ in range(4 * limit))
+    for first, second in pairs:
+        if len(texts) >= limit:
+            break
+        texts.setdefault(f"{leaves[first]} {leaves[second]}", None)
     return [t for t in texts if t.strip()][:limit]
 
 

@@ -116,6 +116,22 @@ def test_int8_and_fp32_sessions_that_take_turns_do_not_spin(model_copy):
     assert spinning(Categorizer.from_pretrained(model_copy, backend="onnx", quantize=True, recheck_margin=0).forward) != "0"
 
 
+def test_probe_texts_fill_up_with_pairs_of_leaf_names():
+    labels = ["Audio > Headphones", "Audio > Speakers", "Computers > Laptops"]
+    probes = onnx_backend.probe_texts(labels, extra=["usb cable"])
+    names = ["usb cable", "Headphones", "Audio", "Audio Headphones", "Speakers", "Audio Speakers", "Laptops", "Computers",
+             "Computers Laptops"]
+    assert probes[: len(names)] == names  # the names and paths first, in order
+    leaves = ["Headphones", "Speakers", "Laptops"]
+    assert sorted(probes[len(names):]) == sorted(f"{a} {b}" for a in leaves for b in leaves if a != b)  # every ordered pair
+    assert probes == onnx_backend.probe_texts(labels, extra=["usb cable"])  # seeded: the same probes every time
+    # Many categories: pairs fill up to the limit, without repeats.
+    many = onnx_backend.probe_texts([f"Category {i}" for i in range(60)], limit=300)
+    assert len(many) == 300 == len(set(many)) and many[:60] == [f"Category {i}" for i in range(60)]
+    huge = onnx_backend.probe_texts([f"Category {i}" for i in range(2000)], limit=1024)  # no pairs needed
+    assert huge == [f"Category {i}" for i in range(1024)]
+
+
 def test_recheck_margin_leaves_at_most_the_allowed_share_of_flips():
     rng = np.random.default_rng(0)
     fp32 = rng.normal(size=(2000, 30)).astype(np.float32)
