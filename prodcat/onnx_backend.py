@@ -220,12 +220,15 @@ def probe_texts(labels: Sequence[str], extra: Sequence[str] = (), limit: int = 1
     texts: dict[str, None] = {}
     for text in extra:
         texts.setdefault(str(text), None)
+    leaf_names: dict[str, None] = {}
     for label in labels:
         path = normalize_path(label)
-        texts.setdefault(split_path(path)[-1], None)
+        leaf = split_path(path)[-1]
+        leaf_names.setdefault(leaf, None)
+        texts.setdefault(leaf, None)
         for node in ancestors(path):
             texts.setdefault(" ".join(split_path(node)), None)
-    leaves = list(dict.fromkeys(split_path(normalize_path(label))[-1] for label in labels))
+    leaves = list(leaf_names)
     rng = random.Random(0)
     if len(leaves) * (len(leaves) - 1) <= 4 * limit:  # few enough to list: all of them, in a seeded order
         pairs = list(itertools.permutations(range(len(leaves)), 2))
