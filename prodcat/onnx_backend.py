@@ -41,7 +41,7 @@ from .io import atomic_path
 logger = logging.getLogger(__name__)
 
 #: Bump when the export / optimisation / quantization recipe changes, to invalidate caches.
-EXPORT_RECIPE = "prodcat-onnx-2:opset17:eager-attention:bert-fusion:dynamic-int8-per-channel:flip-margin"
+EXPORT_RECIPE = "prodcat-onnx-2:opset17:eager-attention:bert-fusion:dynamic-int8-per-channel:flip-margin:pairs"
 OPSET = 17
 CACHE_SUBDIR = "onnx"
 MANIFEST = "manifest.json"
@@ -54,7 +54,7 @@ FUSABLE_MODEL_TYPES = {"bert", "roberta", "xlm-roberta", "camembert", "distilber
 #: default applies only when that measurement is missing.
 DEFAULT_RECHECK_MARGIN = 1.0
 #: The re-check margin is the smallest that leaves at most this share of the probe texts with an int8
-#: top-1 different from fp32 (margin_for_miss_rate). Probes (category names) flip about 3x more often
+#: top-1 different from fp32 (margin_for_miss_rate). Probes (probe_texts) flip about 3x more often
 #: than real titles, so on titles the share is lower still.
 RECHECK_MISS_RATE = 0.001
 #: Largest absolute logit difference accepted between the fused and the plain fp32 graph.
@@ -273,10 +273,11 @@ def margin_for_miss_rate(int8_logits: np.ndarray, fp32_logits: np.ndarray, miss_
 def measure_recheck_margin(model_dir: str, fp32_path: str, int8_path: str, trust_remote_code: bool = False) -> float:
     """The re-check margin of an int8 model: ``margin_for_miss_rate`` over probe texts.
 
-    The probes are the model's category names and their paths (and, for a prodcat model, the widget
-    examples of training_summary.json), so no user data is needed. On the bigbasket-27k model the
-    probes flip 7.5% of their top-1s under int8 against 2.1% of real titles, and a margin set on
-    them left no disagreement on 1,878 validation titles while re-checking 15% of them.
+    The probes (``probe_texts``) are the model's category names and their paths (and, for a prodcat model,
+    the widget examples of training_summary.json), then pairs of leaf names up to 1,024 texts, so no
+    user data is needed. On the bigbasket-27k model the probes flip 7.5% of their top-1s under int8
+    against 2.1% of real titles, and a margin set on them left no disagreement on 1,878 validation
+    titles while re-checking 15% of them.
     """
     from .hierarchy import normalize_path
     from .inference import run_batches
