@@ -10,7 +10,7 @@ Why: one 10% validation split of bigbasket-27k (1,878 titles) cannot rank recipe
 macro-F1 (BENCHMARKS.md, session 5: five models' validation and test macro-F1 had rank correlation -0.8).
 Here every fold trains with ``train.py`` on (k-1)/k of the training file and validates on the remaining
 1/k, so every training row is validated on once. A fold's scores are what ``train.py`` reports for its
-validation file (best epoch, then the prior correction) and the calibrated validation log-loss. The folds
+validation file (last epoch, then the prior correction) and the calibrated validation log-loss. The folds
 are stratified by category and seeded, so two recipes see the same folds and ``--compare`` pairs them
 fold by fold. Categories with fewer than k rows always stay in training (a fold could not hold them out
 and still train on them). Costs k trainings per recipe (bigbasket-27k: about 16 minutes each on 2 cores).

@@ -88,6 +88,7 @@ _HYPERPARAMETER_NAMES = {
     "freeze_word_embeddings": "Word embeddings frozen",
     "category_name_examples": "Category names added as training examples",
     "prior_correction": "Rare-category prior correction",
+    "epoch_kept": "Epoch kept",
     "seed": "Seed",
 }
 

@@ -271,12 +271,12 @@ def fit_ngram_ensemble(
     """Choose ``a`` and ``w`` on validation, fit ``T``, and refit the n-gram model on all rows.
 
     ``(a, w)`` minimise the validation negative log-likelihood ``-mean log softmax(s / T)[y]``, each
-    with its own fitted ``T``. Not macro-F1: the transformer's best epoch and prior correction were
-    chosen to maximise validation macro-F1, so on that split the transformer alone looks better than it
-    is (on bigbasket-27k, selecting by validation macro-F1 kept w = 0, while every w in 0.1-0.6 raised
-    test macro-F1 by 1-1.6 points). ``validation_logits`` are the transformer's logits on
-    ``validation_texts`` (columns = ``label_names``); rows of categories outside ``label_names`` are
-    left out of the fit.
+    with its own fitted ``T``. Not macro-F1: the transformer's prior correction (and, with
+    ``--load_best_model_at_end``, its epoch) were chosen to maximise validation macro-F1, so on that split
+    the transformer alone looks better than it is (on bigbasket-27k, with the best epoch kept, selecting by
+    validation macro-F1 kept w = 0, while every w in 0.1-0.6 raised test macro-F1 by 1-1.6 points).
+    ``validation_logits`` are the transformer's logits on ``validation_texts`` (columns = ``label_names``);
+    rows of categories outside ``label_names`` are left out of the fit.
     """
     from .calibration import fit_temperature, label_ids, negative_log_likelihood
     from .metrics.taxonomy_metrics import taxonomy_scores

@@ -323,6 +323,10 @@ def run_training(
     interrupt = GracefulInterrupt()  # Ctrl-C / SIGTERM: checkpoint at the next step end, exit 130 / 143
     callbacks = [interrupt]
     if model_args.early_stopping_patience and eval_ds is not None:
+        if not training_args.load_best_model_at_end:
+            # Stopping on a plateau is only half of early stopping: the epoch it stops after is past the best one.
+            logger.info("--early_stopping_patience: keeping the best epoch by validation %s", training_args.metric_for_best_model)
+            training_args.load_best_model_at_end = True
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
     trainer = ProdcatTrainer(
         model=model,
@@ -345,7 +349,7 @@ def run_training(
     train_metrics["train_samples"] = len(train_ds)
     results: dict[str, dict[str, float]] = {"train": train_metrics}
     if model_args.prior_correction == "auto" and eval_ds is not None:
-        # Tuned on validation with the best checkpoint loaded; every process computes the same value.
+        # Tuned on validation with the kept checkpoint loaded; every process computes the same value.
         prediction = trainer.predict(eval_ds.remove_columns([data_mod.TEXT, data_mod.LABEL_PATH]), metric_key_prefix="prior")
         references = [data_mod.decode_label_id(int(i), splits.label_names, splits.unseen_names) for i in prediction.label_ids]
         metric = (training_args.metric_for_best_model or "macro_f1").removeprefix("eval_")
@@ -479,6 +483,11 @@ def training_summary(model_args, data_args, training_args, model_path, splits, r
             "class_weights": model_args.class_weights,
             "hierarchy_loss_weight": model_args.hierarchy_loss_weight,
             "prior_correction": model_args.prior_correction,
+            "epoch_kept": (
+                f"best by validation {(training_args.metric_for_best_model or 'macro_f1').removeprefix('eval_')}"
+                if training_args.load_best_model_at_end
+                else "last"
+            ),
             "seed": training_args.seed,
         },
         "results": {split: {k: v for k, v in metrics.items() if isinstance(v, (int, float))} for split, metrics in results.items()},

@@ -31,6 +31,7 @@ TINY = [
     "--train_file", SAMPLE, "--max_train_samples", "64", "--max_seq_length", "16", "--num_train_epochs", "2",
     "--per_device_train_batch_size", "8", "--audit", "false", "--disable_tqdm", "true", "--seed", "7",
     "--category_name_examples", "false",
+    "--load_best_model_at_end", "true",  # the harder path: the best checkpoint is tracked across the resume
 ]  # fmt: skip
 
 # Runs prodcat's real training entry point, and sends this process a signal at the end of a given
@@ -112,7 +113,7 @@ def test_interrupted_twice_and_resumed_matches_an_uninterrupted_run(tmp_path):
     assert os.path.isfile(os.path.join(resumed, "checkpoint-3", "trainer_state.json"))
 
     # Resumed, then SIGTERM on the last step of epoch 1: the epoch's evaluation still runs (it picks
-    # the best checkpoint) before the checkpoint is saved; exit 143.
+    # the best checkpoint here) before the checkpoint is saved; exit 143.
     second = run([*TINY, "--output_dir", resumed, "--resume_from_checkpoint", "latest"], str(tmp_path), signal_at=(8, "SIGTERM"))
     assert second.returncode == 143, second.stderr[-3000:]
     assert "SIGTERM" in stop_line(second.stderr)

@@ -103,3 +103,36 @@ def test_prior_correction_keeps_tau_zero_when_nothing_improves():
     logits = np.array([[3.0, 0.0], [0.0, 3.0]])
     tau, _ = tune_prior_correction(logits, ["A", "B"], ["A", "B"], np.array([50, 50]))
     assert tau == 0.0
+
+
+def _weights(folder: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(os.path.join(folder, "model.safetensors"))
+
+
+def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+@pytest.mark.parametrize("extra, kept", [([], "last"), (["--early_stopping_patience", "5"], "best by validation macro_f1")])
+def test_saved_model_is_the_last_epoch_unless_early_stopping_keeps_the_best(tmp_path, extra, kept):
+    from prodcat.args import parse_train_args
+    from prodcat.training import run_training
+
+    out = str(tmp_path / "model")
+    flags = ["--train_file", SAMPLE, "--max_train_samples", "64", "--max_seq_length", "16", "--num_train_epochs", "3",
+             "--per_device_train_batch_size", "16", "--save_total_limit", "5", "--prior_correction", "off",
+             "--disable_tqdm", "true", "--audit", "false", "--seed", "7", "--output_dir", out, *extra]  # fmt: skip
+    run_training(*parse_train_args(flags))
+    summary = json.load(open(os.path.join(out, "training_summary.json")))
+    assert summary["hyperparameters"]["epoch_kept"] == kept
+    checkpoints = sorted((f for f in os.listdir(out) if f.startswith("checkpoint-")), key=lambda f: int(f.split("-")[1]))
+    assert len(checkpoints) == 3  # one per epoch
+    state = json.load(open(os.path.join(out, checkpoints[-1], "trainer_state.json")))
+    expected = checkpoints[-1] if kept == "last" else os.path.basename(state["best_model_checkpoint"])
+    saved = _weights(out)
+    assert _same_weights(saved, _weights(os.path.join(out, expected)))
+    if kept != "last":
+        scores = [entry["eval_macro_f1"] for entry in state["log_history"] if "eval_macro_f1" in entry]
+        assert state["best_metric"] == max(scores)
