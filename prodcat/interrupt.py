@@ -11,8 +11,9 @@ scheduler or a script sees that the run did not finish (exit 0 would mark a pre-
 
 When the stop request lands on the last step of an epoch, the stop waits for the epoch's end so
 that its evaluation (which early stopping and ``--load_best_model_at_end`` read) runs before the
-checkpoint is saved; a resumed run therefore makes exactly the choices an uninterrupted run makes. Under ``torchrun`` /
-``accelerate launch`` the processes agree (an all-reduce per step) on the step at which they stop.
+checkpoint is saved; a resumed run therefore makes exactly the choices an uninterrupted run makes.
+Under ``torchrun`` / ``accelerate launch`` the processes agree (an all-reduce per step) on the step at
+which they stop.
 
 A second signal within ``repeat_grace_seconds`` is ignored (launchers forward the same Ctrl-C the
 terminal already sent to every process); a later one stops at once, without a checkpoint.

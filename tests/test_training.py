@@ -115,7 +115,12 @@ def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> boo
     return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
 
 
-@pytest.mark.parametrize("extra, kept", [([], "last"), (["--early_stopping_patience", "5"], "best by validation macro_f1")])
+# With --greater_is_better false the "best" epoch is the one with the lowest macro-F1, an early one, so
+# keeping it instead of the last is visible in the weights.
+@pytest.mark.parametrize(
+    "extra, kept",
+    [([], "last"), (["--early_stopping_patience", "5", "--greater_is_better", "false"], "best by validation macro_f1")],
+)
 def test_saved_model_is_the_last_epoch_unless_early_stopping_keeps_the_best(tmp_path, extra, kept):
     from prodcat.args import parse_train_args
     from prodcat.training import run_training
@@ -134,5 +139,6 @@ def test_saved_model_is_the_last_epoch_unless_early_stopping_keeps_the_best(tmp_
     saved = _weights(out)
     assert _same_weights(saved, _weights(os.path.join(out, expected)))
     if kept != "last":
+        assert expected != checkpoints[-1] and not _same_weights(saved, _weights(os.path.join(out, checkpoints[-1])))
         scores = [entry["eval_macro_f1"] for entry in state["log_history"] if "eval_macro_f1" in entry]
-        assert state["best_metric"] == max(scores)
+        assert state["best_metric"] == min(scores)
