@@ -209,6 +209,31 @@ def _launched_on_cpu_only() -> bool:
     return not torch.cuda.is_available() and not (xpu is not None and xpu.is_available())
 
 
+def check_processes_per_gpu(use_cpu: bool) -> None:
+    """Refuse more training processes on this machine than it has GPUs (NCCL cannot put two on one GPU).
+
+    torchrun / accelerate launch set ``LOCAL_WORLD_SIZE``; without this check the run fails at its first
+    barrier with an NCCL traceback ("Duplicate GPU detected").
+
+    Example:
+        >>> check_processes_per_gpu(use_cpu=False)  # one process, or no GPU: nothing to check
+    """
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if use_cpu or local_processes <= 1:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    gpus = torch.cuda.device_count()
+    if local_processes > gpus:
+        raise ProdcatError(
+            f"{local_processes} training processes were started on this machine but it has {gpus} GPU{'s' if gpus > 1 else ''}, "
+            f"and each process needs one of its own: start at most {gpus} (torchrun --nproc_per_node {gpus}), "
+            "or pass --use_cpu true to train with CPU processes"
+        )
+
+
 def parse_train_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, ProdcatTrainingArguments]:
     """Parse CLI flags, or a single ``.json`` / ``.yaml`` config file, into the three argument groups."""
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
 
 from . import data as data_mod
-from .args import DataArguments, ModelArguments, ProdcatTrainingArguments
+from .args import DataArguments, ModelArguments, ProdcatTrainingArguments, check_processes_per_gpu
 from .hierarchy import level_membership, max_depth
 from .hub import finish_training_push, take_push_request
 from .interrupt import GracefulInterrupt, check_checkpoint_matches, resolve_resume_checkpoint, warn_if_stale_checkpoints
@@ -89,7 +90,9 @@ class TaxonomyLoss:
                 index = index.to(logits.device)
                 n_nodes = int(index.max()) + 1
                 node_log_probs = torch.full((log_probs.shape[0], n_nodes), -math.inf, device=logits.device)
-                node_log_probs = node_log_probs.index_reduce(1, index, log_probs, "amax", include_self=True)
+                with warnings.catch_warnings():  # "index_reduce() is in beta": printed once per run, not actionable
+                    warnings.filterwarnings("ignore", message="index_reduce", category=UserWarning)
+                    node_log_probs = node_log_probs.index_reduce(1, index, log_probs, "amax", include_self=True)
                 # log-sum-exp per node, computed stably around the per-node max
                 shifted = (log_probs - node_log_probs[:, index]).exp()
                 sums = torch.zeros_like(node_log_probs).index_add(1, index, shifted)
@@ -185,6 +188,12 @@ def _load_tables(data_args: DataArguments):
     return train, validation, test
 
 
+def selection_metric(training_args: ProdcatTrainingArguments) -> str:
+    """The validation metric that picks the best checkpoint and tunes the prior correction, without the
+    ``eval_`` prefix Trainer adds (``"macro_f1"`` unless ``--metric_for_best_model`` says otherwise)."""
+    return (training_args.metric_for_best_model or "macro_f1").removeprefix("eval_")
+
+
 def warm_start_head(model, train_dataset, collator, class_weights, seed: int) -> float:
     """Fit the final classifier layer on frozen features and copy it into the model; returns seconds."""
     start = time.time()
@@ -246,6 +255,7 @@ def run_training(
 ) -> dict[str, dict[str, float]]:
     """Train, evaluate and save a categoriser; returns ``{"train": ..., "eval": ..., "test": ...}``."""
     set_seed(training_args.seed)
+    check_processes_per_gpu(training_args.use_cpu)
     # Before anything slow: "latest" without a checkpoint fails at once.
     resume_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     warn_if_stale_checkpoints(training_args.output_dir, resuming=resume_checkpoint is not None)
@@ -352,7 +362,7 @@ def run_training(
         # Tuned on validation with the kept checkpoint loaded; every process computes the same value.
         prediction = trainer.predict(eval_ds.remove_columns([data_mod.TEXT, data_mod.LABEL_PATH]), metric_key_prefix="prior")
         references = [data_mod.decode_label_id(int(i), splits.label_names, splits.unseen_names) for i in prediction.label_ids]
-        metric = (training_args.metric_for_best_model or "macro_f1").removeprefix("eval_")
+        metric = selection_metric(training_args)
         tau, scores = tune_prior_correction(prediction.predictions, references, splits.label_names, label_counts, metric)
         logger.info("Prior correction: validation %s by tau %s; chose tau=%s", metric, {t: round(v, 4) for t, v in scores.items()}, tau)
         apply_prior_correction(trainer.model, label_counts, tau)
@@ -484,7 +494,7 @@ def training_summary(model_args, data_args, training_args, model_path, splits, r
             "hierarchy_loss_weight": model_args.hierarchy_loss_weight,
             "prior_correction": model_args.prior_correction,
             "epoch_kept": (
-                f"best by validation {(training_args.metric_for_best_model or 'macro_f1').removeprefix('eval_')}"
+                f"best by validation {selection_metric(training_args)}"
                 if training_args.load_best_model_at_end
                 else "last"
             ),

@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,6 +45,20 @@ def trained_model_dir(tmp_path_factory) -> str:
     return out
 
 
+def subprocess_env(cpu_only: bool = False, **extra: str) -> dict[str, str]:
+    """The environment for a prodcat process a test starts: offline, one thread, the repo importable.
+
+    ``cpu_only`` hides the GPUs (``CUDA_VISIBLE_DEVICES=""``), for tests of CPU behaviour that a GPU would
+    change: two DDP processes (on a one-GPU machine they would share it, which NCCL refuses) and
+    bit-exact resuming (CUDA's non-deterministic reductions move the last digits).
+    """
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", **extra)
+    env["PYTHONPATH"] = os.pathsep.join(path for path in (ROOT, env.get("PYTHONPATH")) if path)
+    if cpu_only:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
 def shared_data_path(name: str) -> str:
     """Path of a file in ../shared/data, or skip the test with a clear message when it is absent."""
     path = os.path.join(SHARED_DATA, name)
@@ -69,6 +84,14 @@ def clone_model(src: str, dst: str, edit_config=None) -> str:
         with open(os.path.join(dst, "config.json"), "w") as handle:
             json.dump(config, handle)
     return dst
+
+
+def same_weights(model_dir_a: str, model_dir_b: str) -> bool:
+    """Whether two model folders hold the same tensors in ``model.safetensors``, bit for bit."""
+    from safetensors.numpy import load_file
+
+    a, b = (load_file(os.path.join(folder, "model.safetensors")) for folder in (model_dir_a, model_dir_b))
+    return a.keys() == b.keys() and all(np.array_equal(a[name], b[name]) for name in a)
 
 
 def linked_copy(src: str, dst: str) -> str:

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from prodcat.args import parse_train_args
+from prodcat.args import check_processes_per_gpu, parse_train_args
 from prodcat.errors import ProdcatError
 from tests.conftest import ROOT
 
@@ -61,3 +61,19 @@ def test_cli_reports_bad_input_in_one_line_with_exit_code_2(tmp_path):
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("prodcat: error:")]
     assert len(error_lines) == 1 and "missing.csv: file not found" in error_lines[0]
+
+
+@pytest.mark.parametrize(
+    "processes, gpus, use_cpu, refused", [(2, 1, False, True), (2, 1, True, False), (2, 2, False, False), (1, 1, False, False)]
+)
+def test_more_training_processes_than_gpus_is_a_clear_error(monkeypatch, processes, gpus, use_cpu, refused):
+    import torch
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(processes))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    if refused:
+        with pytest.raises(ProdcatError, match=r"2 training processes .* 1 GPU, .*--nproc_per_node 1.*--use_cpu true"):
+            check_processes_per_gpu(use_cpu)
+    else:
+        check_processes_per_gpu(use_cpu)

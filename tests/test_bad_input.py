@@ -30,7 +30,7 @@ from prodcat.data import (
 )
 from prodcat.errors import ProdcatError
 from prodcat.model import default_model_path
-from tests.conftest import ROOT
+from tests.conftest import ROOT, subprocess_env
 
 
 @pytest.fixture(autouse=True)
@@ -72,12 +72,6 @@ def write(path, content: str | bytes) -> str:
     with open(path, mode, **({} if isinstance(content, bytes) else {"encoding": "utf-8", "newline": ""})) as handle:
         handle.write(content)
     return str(path)
-
-
-def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def error_lines(stderr: str) -> list[str]:

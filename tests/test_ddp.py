@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLE
+from tests.conftest import ROOT, SAMPLE, subprocess_env
 
 # A random classifier head and the plain cross-entropy (no parent-level terms) make the first loss
 # predictable: logits near 0, so loss ~ ln(K) for any batch, whatever rows each process gets.
@@ -55,8 +55,7 @@ def read_json(path):
 
 
 def env_for(log_dir: str) -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", WRITE_LOG_DIR=log_dir)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env = subprocess_env(cpu_only=True, WRITE_LOG_DIR=log_dir)  # CPU (gloo) processes, GPU or not
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
         env.pop(name, None)
     return env

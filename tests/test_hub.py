@@ -27,7 +27,6 @@ import subprocess
 import sys
 from unittest import mock
 
-import httpx2
 import huggingface_hub
 import pytest
 import requests
@@ -39,6 +38,11 @@ from huggingface_hub.hf_api import CommitInfo, RepoUrl
 from prodcat import cli, hub
 from prodcat.errors import ProdcatError
 from tests.conftest import linked_copy
+
+try:  # the HTTP client huggingface_hub raises from: httpx2 in 2.x, httpx in 1.x
+    import httpx2 as http_client
+except ImportError:
+    import httpx as http_client
 
 TOKEN = "hf_prodcatTestToken0123456789abcdefXYZ"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -249,9 +253,9 @@ def test_malformed_repo_id_is_rejected_with_huggingface_hubs_validator(model_dir
 @pytest.mark.parametrize(
     "where, error",
     [
-        ("create_repo", httpx2.ConnectError("[Errno -3] Temporary failure in name resolution")),
+        ("create_repo", http_client.ConnectError("[Errno -3] Temporary failure in name resolution")),
         ("create_repo", requests.exceptions.ConnectionError("Max retries exceeded with url: /api/repos/create")),
-        ("create_commit", httpx2.ReadTimeout("The read operation timed out")),
+        ("create_commit", http_client.ReadTimeout("The read operation timed out")),
         ("create_commit", ConnectionResetError(104, "Connection reset by peer")),
     ],
 )
@@ -279,7 +283,7 @@ def test_offline_mode_is_refused_by_huggingface_hub_itself(model_dir, monkeypatc
     "status, expected", [(401, "rejected the token"), (403, "cannot write to acme/prodcat-sample"), (500, r"refused the upload \(500")]
 )
 def test_hub_http_errors_are_one_line(model_dir, status, expected):
-    response = httpx2.Response(status, request=httpx2.Request("POST", "https://huggingface.co/api/repos/create"))
+    response = http_client.Response(status, request=http_client.Request("POST", "https://huggingface.co/api/repos/create"))
     error = HfHubHTTPError(f"{status} Client Error", response=response)
     with simulated_hub(create_repo_error=error), pytest.raises(ProdcatError, match=expected) as info:
         hub.push_output_dir(model_dir, "acme/prodcat-sample", token=TOKEN)

@@ -12,7 +12,7 @@ import pandas as pd
 from safetensors.numpy import load_file
 
 from prodcat.model import default_model_path
-from tests.conftest import ROOT, SAMPLE
+from tests.conftest import ROOT, SAMPLE, subprocess_env
 
 # Prior correction and calibration stay on: they are part of what a run decides.
 TINY = [
@@ -28,8 +28,7 @@ def read_json(path):
 
 def train(output_dir: str, cwd: str) -> None:
     """A real ``python train.py`` process: nothing carried over from an earlier run in the same interpreter."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env = subprocess_env()
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "train.py"), *TINY, "--output_dir", output_dir],
         cwd=cwd, capture_output=True, text=True, check=False, env=env, timeout=600,

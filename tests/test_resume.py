@@ -12,7 +12,6 @@ import textwrap
 import time
 
 import pytest
-from safetensors.numpy import load_file
 
 from prodcat.errors import ProdcatError
 from prodcat.interrupt import (
@@ -22,7 +21,7 @@ from prodcat.interrupt import (
     find_last_checkpoint,
     resolve_resume_checkpoint,
 )
-from tests.conftest import ROOT, SAMPLE
+from tests.conftest import ROOT, SAMPLE, same_weights, subprocess_env
 
 # Two epochs of 8 steps (64 rows less the validation split, in batches of 8; the category-name
 # examples are off so the step numbers below stay those of the user's rows); prior correction and
@@ -67,8 +66,7 @@ def read_json(path):
 
 
 def run(args: list[str], cwd: str, signal_at: tuple[int, str] | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env = subprocess_env(cpu_only=True)  # bit-exact resuming is a CPU property (see subprocess_env)
     if signal_at is None:
         command = [sys.executable, os.path.join(ROOT, "train.py"), *args]
     else:
@@ -124,9 +122,7 @@ def test_interrupted_twice_and_resumed_matches_an_uninterrupted_run(tmp_path):
     third = run([*TINY, "--output_dir", resumed, "--resume_from_checkpoint", "latest"], str(tmp_path))
     assert third.returncode == 0, third.stderr[-3000:]
     assert final_numbers(resumed) == final_numbers(baseline)
-    weights, reference = load_file(os.path.join(resumed, "model.safetensors")), load_file(os.path.join(baseline, "model.safetensors"))
-    assert weights.keys() == reference.keys()
-    assert all((weights[name] == reference[name]).all() for name in weights)
+    assert same_weights(resumed, baseline)
 
 
 # ---- resolving --resume_from_checkpoint ---------------------------------------------------------

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from prodcat.model import default_model_path
-from tests.conftest import ROOT
+from tests.conftest import ROOT, subprocess_env
 
 FAST = [
     "--max_seq_length", "16", "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
@@ -32,10 +32,7 @@ def read_json(path):
 
 
 def env(tmp_path) -> dict[str, str]:
-    values = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    values["PYTHONPATH"] = ROOT + os.pathsep + values.get("PYTHONPATH", "")
-    values["HF_MODULES_CACHE"] = str(tmp_path / "hf_modules")  # where transformers would copy remote code
-    return values
+    return subprocess_env(HF_MODULES_CACHE=str(tmp_path / "hf_modules"))  # where transformers would copy remote code
 
 
 def run(script: str, args: list[str], cwd, tmp_path) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ import torch
 
 from prodcat.model import fit_head
 from prodcat.training import TaxonomyLoss, class_weight_vector
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, same_weights
 
 
 def test_end_to_end_model_loads_with_pipeline_and_returns_category_paths(trained_model_dir):
@@ -105,16 +105,6 @@ def test_prior_correction_keeps_tau_zero_when_nothing_improves():
     assert tau == 0.0
 
 
-def _weights(folder: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(os.path.join(folder, "model.safetensors"))
-
-
-def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
-
-
 # With --greater_is_better false the "best" epoch is the one with the lowest macro-F1, an early one, so
 # keeping it instead of the last is visible in the weights.
 @pytest.mark.parametrize(
@@ -136,9 +126,8 @@ def test_saved_model_is_the_last_epoch_unless_early_stopping_keeps_the_best(tmp_
     assert len(checkpoints) == 3  # one per epoch
     state = json.load(open(os.path.join(out, checkpoints[-1], "trainer_state.json")))
     expected = checkpoints[-1] if kept == "last" else os.path.basename(state["best_model_checkpoint"])
-    saved = _weights(out)
-    assert _same_weights(saved, _weights(os.path.join(out, expected)))
+    assert same_weights(out, os.path.join(out, expected))
     if kept != "last":
-        assert expected != checkpoints[-1] and not _same_weights(saved, _weights(os.path.join(out, checkpoints[-1])))
+        assert expected != checkpoints[-1] and not same_weights(out, os.path.join(out, checkpoints[-1]))
         scores = [entry["eval_macro_f1"] for entry in state["log_history"] if "eval_macro_f1" in entry]
         assert state["best_metric"] == min(scores)
