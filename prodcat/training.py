@@ -32,6 +32,10 @@ from .model import classifier_layer, fit_head, head_features, head_parameter_nam
 
 logger = logging.getLogger(__name__)
 
+# Set once here, not around each call in the training step: "index_reduce() is in beta" is printed once
+# per process by torch and tells a prodcat user nothing they can act on.
+warnings.filterwarnings("ignore", message=r"index_reduce\(\) is in beta", category=UserWarning)
+
 
 def class_weight_vector(counts: np.ndarray, mode: str) -> torch.Tensor | None:
     """Per-class loss weights. ``balanced``: w_c = n / (k * n_c); ``sqrt``: w_c = sqrt(balanced_c), renormalised to mean 1."""
@@ -90,9 +94,7 @@ class TaxonomyLoss:
                 index = index.to(logits.device)
                 n_nodes = int(index.max()) + 1
                 node_log_probs = torch.full((log_probs.shape[0], n_nodes), -math.inf, device=logits.device)
-                with warnings.catch_warnings():  # "index_reduce() is in beta": printed once per run, not actionable
-                    warnings.filterwarnings("ignore", message="index_reduce", category=UserWarning)
-                    node_log_probs = node_log_probs.index_reduce(1, index, log_probs, "amax", include_self=True)
+                node_log_probs = node_log_probs.index_reduce(1, index, log_probs, "amax", include_self=True)
                 # log-sum-exp per node, computed stably around the per-node max
                 shifted = (log_probs - node_log_probs[:, index]).exp()
                 sums = torch.zeros_like(node_log_probs).index_add(1, index, shifted)
@@ -335,7 +337,7 @@ def run_training(
     if model_args.early_stopping_patience and eval_ds is not None:
         if not training_args.load_best_model_at_end:
             # Stopping on a plateau is only half of early stopping: the epoch it stops after is past the best one.
-            logger.info("--early_stopping_patience: keeping the best epoch by validation %s", training_args.metric_for_best_model)
+            logger.info("--early_stopping_patience: keeping the best epoch by validation %s", selection_metric(training_args))
             training_args.load_best_model_at_end = True
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
     trainer = ProdcatTrainer(
