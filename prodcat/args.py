@@ -20,6 +20,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from .errors import ProdcatError, first_line
 from .hierarchy import CANONICAL_SEPARATOR
+from .interrupt import LATEST
 
 _REPO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sample_products.csv")
 
@@ -116,6 +117,14 @@ class DataArguments:
     label_column: str = field(default="category", metadata={"help": "Column with the category path."})
     label_separator: str = field(default=CANONICAL_SEPARATOR, metadata={"help": "Separator between category levels."})
     validation_split: float = field(default=0.1, metadata={"help": "Share of train held out for validation when no file is given."})
+    refit_on_all_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Train twice: first with the validation split held out (it fits the calibration, the prior correction "
+            "and the n-gram ensemble's weights, and gives the validation scores; kept in OUTPUT_DIR/holdout), then again "
+            "from the base model on every row, with those carried over. Doubles the training time."
+        },
+    )
     max_seq_length: int = field(default=64, metadata={"help": "Tokens per text (product titles are short)."})
     category_name_examples: bool = field(
         default=True,
@@ -231,6 +240,34 @@ def check_processes_per_gpu(use_cpu: bool) -> None:
             f"{local_processes} training processes were started on this machine but it has {gpus} GPU{'s' if gpus > 1 else ''}, "
             f"and each process needs one of its own: start at most {gpus} (torchrun --nproc_per_node {gpus}), "
             "or pass --use_cpu true to train with CPU processes"
+        )
+
+
+def check_refit_arguments(data_args: DataArguments, training_args: TrainingArguments, early_stopping_patience: int | None) -> None:
+    """One-line errors for settings that ``--refit_on_all_rows`` cannot honour, before anything slow.
+
+    Example:
+        >>> check_refit_arguments(DataArguments(refit_on_all_rows=True), ProdcatTrainingArguments(), None)
+    """
+    if not data_args.refit_on_all_rows:
+        return
+    if data_args.validation_file:
+        raise ProdcatError(
+            "--refit_on_all_rows trains again on the rows a validation split held out, and --validation_file holds out "
+            "none of the training file: drop one of the two"
+        )
+    if data_args.validation_split <= 0:
+        raise ProdcatError("--refit_on_all_rows needs a held-out split for its first run: pass --validation_split above 0 (default 0.1)")
+    if training_args.load_best_model_at_end or early_stopping_patience:
+        raise ProdcatError(
+            "--refit_on_all_rows keeps the last epoch (its second run has no validation to pick another): "
+            "drop --load_best_model_at_end / --early_stopping_patience"
+        )
+    resume = training_args.resume_from_checkpoint
+    if resume and str(resume).strip().lower() not in LATEST:
+        raise ProdcatError(
+            f"--resume_from_checkpoint {resume}: with --refit_on_all_rows pass 'latest', which finds the run to continue "
+            "(OUTPUT_DIR/holdout first, then OUTPUT_DIR)"
         )
 
 

@@ -309,6 +309,8 @@ def _data_section(summary: Mapping, dataset_id: str | None) -> dict | None:
         else:
             share = summary.get("validation_split") or 0
             val_source = f"{share:.0%} of the training file, stratified by category"
+            if summary.get("refit_on_all_rows"):
+                val_source += "; held out in the first run only"
         splits.append({"name": "Validation", "rows": _count(summary["num_validation"]), "source": val_source})
     if summary.get("num_test"):
         splits.append(
@@ -326,6 +328,15 @@ def _data_section(summary: Mapping, dataset_id: str | None) -> dict | None:
             + (" joined" if len(columns) > 1 else "")
             + (f"; category column {_md_code(summary['label_column'])}" if summary.get("label_column") else "")
             + "."
+        )
+    refit = summary.get("refit_on_all_rows")
+    if refit:
+        held_out = int(summary.get("num_train", 0)) - int(refit.get("holdout_num_train") or summary.get("num_train", 0))
+        sentences.append(
+            f"Trained twice (`--refit_on_all_rows`): a first run held out the {_count(held_out)} validation rows, which set the "
+            "calibration temperature, the prior correction and the validation scores; the model was then trained again from the "
+            "base model, with the same settings and number of epochs, on every training row. Its validation scores are therefore "
+            "those of the first run, which learnt from fewer rows."
         )
     if summary.get("singleton_classes"):
         n = int(summary["singleton_classes"])

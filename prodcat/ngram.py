@@ -335,7 +335,6 @@ def fit_ensemble_for_model(
     """
     from .data import LABEL_PATH, TEXT
     from .inference import predict_logits
-    from .metrics.taxonomy_metrics import taxonomy_scores
 
     labels = list(splits.label_names)
     validation_texts = list(splits.validation[TEXT][:])
@@ -349,12 +348,40 @@ def fit_ensemble_for_model(
     if test_table is not None and len(test_table.texts):
         if test_logits is None:
             test_logits = predict_logits(model, tokenizer, test_table.texts, batch_size, max_length)
-        probabilities = ensemble.probabilities(test_table.texts, test_logits)
-        found = taxonomy_scores([labels[i] for i in probabilities.argmax(axis=1)], list(test_table.labels))
-        figures["test_accuracy"], figures["test_macro_f1"] = found["accuracy"], found["macro_f1"]
+        figures.update(_test_figures(ensemble, labels, test_table, test_logits))
     logger.info(
         "n-gram ensemble (a=%s, w=%s): validation accuracy %.4f -> %.4f, macro-F1 %.4f -> %.4f",
         ensemble.scale, ensemble.weight, figures["validation_transformer_accuracy"], figures["validation_ensemble_accuracy"],
         figures["validation_transformer_macro_f1"], figures["validation_ensemble_macro_f1"],
     )
+    return figures
+
+
+def _test_figures(ensemble: NgramEnsemble, labels: Sequence[str], test_table, test_logits: np.ndarray) -> dict[str, float]:
+    from .metrics.taxonomy_metrics import taxonomy_scores
+
+    probabilities = ensemble.probabilities(test_table.texts, test_logits)
+    found = taxonomy_scores([labels[i] for i in probabilities.argmax(axis=1)], list(test_table.labels))
+    return {"test_accuracy": found["accuracy"], "test_macro_f1": found["macro_f1"]}
+
+
+def carry_over_ensemble(
+    source_dir: str,
+    model_dir: str,
+    labels: Sequence[str],
+    validation_figures: dict[str, float],
+    test_table=None,
+    test_logits: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Copy the ensemble fitted for one transformer (``source_dir/ngram/``) to another with the same categories.
+
+    ``--refit_on_all_rows`` uses it: ``a``, ``w`` and ``T`` were chosen on the first run's held-out rows, and the
+    n-gram model was already refit on all rows. ``test_logits`` (the new transformer's) score it on ``test_table``.
+    Returns ``validation_figures`` (the first run's) with the test figures added.
+    """
+    ensemble = NgramEnsemble.load(source_dir, labels)
+    ensemble.save(model_dir)
+    figures = dict(validation_figures)
+    if test_table is not None and len(test_table.texts) and test_logits is not None:
+        figures.update(_test_figures(ensemble, list(labels), test_table, test_logits))
     return figures

@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import math
 import os
@@ -22,13 +24,20 @@ import torch.nn.functional as F
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
 
 from . import data as data_mod
-from .args import DataArguments, ModelArguments, ProdcatTrainingArguments, check_processes_per_gpu
+from .args import DataArguments, ModelArguments, ProdcatTrainingArguments, check_processes_per_gpu, check_refit_arguments
 from .hierarchy import level_membership, max_depth
 from .hub import finish_training_push, take_push_request
-from .interrupt import GracefulInterrupt, check_checkpoint_matches, resolve_resume_checkpoint, warn_if_stale_checkpoints
+from .interrupt import (
+    GracefulInterrupt,
+    check_checkpoint_matches,
+    find_last_checkpoint,
+    resolve_resume_checkpoint,
+    warn_if_stale_checkpoints,
+)
 from .io import write_json
 from .metrics.taxonomy_metrics import taxonomy_scores
 from .model import classifier_layer, fit_head, head_features, head_parameter_names, load_for_training, resolve_model_path
+from .refit import HoldoutRun, holdout_dir, holdout_finished
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +264,62 @@ def apply_prior_correction(model, train_counts: np.ndarray, tau: float) -> None:
 def run_training(
     model_args: ModelArguments, data_args: DataArguments, training_args: ProdcatTrainingArguments
 ) -> dict[str, dict[str, float]]:
-    """Train, evaluate and save a categoriser; returns ``{"train": ..., "eval": ..., "test": ...}``."""
+    """Train, evaluate and save a categoriser; returns ``{"train": ..., "eval": ..., "test": ...}``.
+
+    With ``--refit_on_all_rows`` it trains twice (see ``refit_on_all_rows``).
+    """
+    check_refit_arguments(data_args, training_args, model_args.early_stopping_patience)
+    if data_args.refit_on_all_rows:
+        return refit_on_all_rows(model_args, data_args, training_args)
+    return train_and_save(model_args, data_args, training_args)
+
+
+def refit_on_all_rows(
+    model_args: ModelArguments, data_args: DataArguments, training_args: ProdcatTrainingArguments
+) -> dict[str, dict[str, float]]:
+    """Train with the validation split held out (into ``OUTPUT_DIR/holdout``), then again on every row.
+
+    The second run starts from the base model with the same settings, trains for the first run's number
+    of epochs and carries over what the held-out rows fitted: temperature, prior correction, the n-gram
+    ensemble and the validation scores. ``--resume_from_checkpoint latest`` continues whichever run was
+    interrupted. Returns the second run's results (``eval`` = the first run's validation scores).
+    """
+    first_dir = holdout_dir(training_args.output_dir)
+    resuming = training_args.resume_from_checkpoint is not None
+    if not (resuming and holdout_finished(first_dir)):
+        first_args = copy.deepcopy(training_args)
+        first_args.output_dir = first_dir
+        first_args.push_to_hub, first_args.hub_token = False, None  # only the final model is pushed
+        first_data = dataclasses.replace(data_args, refit_on_all_rows=False)
+        logger.info("--refit_on_all_rows, run 1 of 2: training with %.0f%% held out, into %s", 100 * data_args.validation_split, first_dir)
+        train_and_save(model_args, first_data, first_args)
+        training_args.resume_from_checkpoint = None  # the second run starts fresh after a first run
+    else:
+        logger.info("--refit_on_all_rows: the held-out run in %s is complete; continuing with run 2", first_dir)
+        if find_last_checkpoint(training_args.output_dir) is None:
+            training_args.resume_from_checkpoint = None
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()  # the first run's summary is written by the main process
+    holdout = HoldoutRun.load(first_dir)
+    if training_args.num_train_epochs <= 0:
+        training_args.num_train_epochs = holdout.epochs
+    second_data = dataclasses.replace(data_args, refit_on_all_rows=False, validation_split=0.0)
+    logger.info("--refit_on_all_rows, run 2 of 2: training again on every row for %g epochs", training_args.num_train_epochs)
+    return train_and_save(model_args, second_data, training_args, holdout=holdout)
+
+
+def train_and_save(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: ProdcatTrainingArguments,
+    holdout: HoldoutRun | None = None,
+) -> dict[str, dict[str, float]]:
+    """One training run: data, warm start, ``Trainer``, prior correction, calibration, report, card.
+
+    ``holdout``: the finished first run of ``--refit_on_all_rows``, whose fitted settings and validation
+    scores this (all-rows, unvalidated) run takes over.
+    """
     set_seed(training_args.seed)
     check_processes_per_gpu(training_args.use_cpu)
     # Before anything slow: "latest" without a checkpoint fails at once.
@@ -322,7 +386,10 @@ def run_training(
             len(splits.label_names),
         )
     if eval_ds is None and training_args.eval_strategy != "no":
-        logger.warning("No validation data (--validation_split 0 and no --validation_file): evaluation and best-model selection are off")
+        if holdout is None:
+            logger.warning(
+                "No validation data (--validation_split 0 and no --validation_file): evaluation and best-model selection are off"
+            )
         training_args.eval_strategy = training_args.eval_strategy.__class__("no")
         training_args.load_best_model_at_end = False
     metrics = MetricsForEval(splits.label_names, splits.unseen_names)
@@ -369,6 +436,9 @@ def run_training(
         logger.info("Prior correction: validation %s by tau %s; chose tau=%s", metric, {t: round(v, 4) for t, v in scores.items()}, tau)
         apply_prior_correction(trainer.model, label_counts, tau)
         train_metrics["prior_correction_tau"] = tau
+    elif model_args.prior_correction == "auto" and holdout is not None:
+        apply_prior_correction(trainer.model, label_counts, holdout.prior_tau)
+        train_metrics["prior_correction_tau"] = holdout.prior_tau
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         # save_model also pickles TrainingArguments; the final model folder holds no pickles (the run's
@@ -379,6 +449,9 @@ def run_training(
         trainer.save_metrics("train", train_metrics)
     if eval_ds is not None:
         results["eval"] = trainer.evaluate()
+        trainer.save_metrics("eval", results["eval"])
+    elif holdout is not None and holdout.validation_results:
+        results["eval"] = dict(holdout.validation_results)
         trainer.save_metrics("eval", results["eval"])
     if test_ds is not None:
         results["test"] = trainer.evaluate(test_ds.remove_columns([data_mod.TEXT, data_mod.LABEL_PATH]), metric_key_prefix="test")
@@ -417,6 +490,13 @@ def run_training(
                 logits=validation_logits,
             )
             write_json(os.path.join(training_args.output_dir, "calibration.json"), results["calibration"])
+        elif model_args.calibrate and holdout is not None and holdout.calibration:
+            from .calibration import TEMPERATURE_KEY, write_temperature
+
+            results["calibration"] = holdout.calibration
+            write_temperature(training_args.output_dir, holdout.temperature)
+            setattr(trainer.model.config, TEMPERATURE_KEY, holdout.temperature)  # the report uses it
+            write_json(os.path.join(training_args.output_dir, "calibration.json"), results["calibration"])
         if model_args.ngram_ensemble and splits.validation is not None:
             from .ngram import fit_ensemble_for_model
 
@@ -424,6 +504,12 @@ def run_training(
                 training_args.output_dir, trainer.model, tokenizer, splits, test_table,
                 batch_size=training_args.per_device_eval_batch_size, max_length=data_args.max_seq_length, seed=training_args.seed,
                 validation_logits=validation_logits, test_logits=test_logits,
+            )
+        elif model_args.ngram_ensemble and holdout is not None:
+            from .ngram import carry_over_ensemble
+
+            results["ngram_ensemble"] = carry_over_ensemble(
+                holdout.directory, training_args.output_dir, splits.label_names, holdout.ngram_validation, test_table, test_logits
             )
         elif model_args.ngram_ensemble:
             logger.warning("--ngram_ensemble needs validation data to choose its weight: no n-gram model was fitted")
@@ -439,10 +525,10 @@ def run_training(
                 logits=test_logits,
             )
             results["report"] = {k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        write_json(
-            os.path.join(training_args.output_dir, SUMMARY_FILE),
-            training_summary(model_args, data_args, training_args, model_path, splits, results),
-        )
+        summary = training_summary(model_args, data_args, training_args, model_path, splits, results)
+        if holdout is not None:
+            summary.update(holdout.summary_fields())
+        write_json(os.path.join(training_args.output_dir, SUMMARY_FILE), summary)
         url = finish_training_push(
             training_args.output_dir, push_request, license=model_args.license,
             dataset_id=data_args.dataset_id, dataset_name=data_args.dataset_name,

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from prodcat.args import check_processes_per_gpu, parse_train_args
+from prodcat.args import check_processes_per_gpu, check_refit_arguments, parse_train_args
 from prodcat.errors import ProdcatError
 from tests.conftest import ROOT
 
@@ -77,3 +77,24 @@ def test_more_training_processes_than_gpus_is_a_clear_error(monkeypatch, process
             check_processes_per_gpu(use_cpu)
     else:
         check_processes_per_gpu(use_cpu)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ([], None),
+        (["--resume_from_checkpoint", "latest"], None),
+        (["--validation_file", "val.csv"], r"--validation_file holds out none .* drop one of the two"),
+        (["--validation_split", "0"], r"pass --validation_split above 0"),
+        (["--load_best_model_at_end", "true"], r"keeps the last epoch .* drop --load_best_model_at_end"),
+        (["--early_stopping_patience", "2"], r"keeps the last epoch"),
+        (["--resume_from_checkpoint", "out/checkpoint-10"], r"out/checkpoint-10: with --refit_on_all_rows pass 'latest'"),
+    ],
+)
+def test_refit_on_all_rows_refuses_what_it_cannot_honour(flags, message):
+    model_args, data_args, training_args = parse_train_args(["--refit_on_all_rows", "true", *flags])
+    if message is None:
+        check_refit_arguments(data_args, training_args, model_args.early_stopping_patience)
+    else:
+        with pytest.raises(ProdcatError, match=message):
+            check_refit_arguments(data_args, training_args, model_args.early_stopping_patience)

@@ -1,3 +1,4 @@
+import copy
 import json
 import os
 
@@ -8,7 +9,7 @@ import torch
 
 from prodcat.model import fit_head
 from prodcat.training import TaxonomyLoss, class_weight_vector
-from tests.conftest import SAMPLE, same_weights
+from tests.conftest import SAMPLE, linked_copy, same_weights
 
 
 def test_end_to_end_model_loads_with_pipeline_and_returns_category_paths(trained_model_dir):
@@ -131,3 +132,91 @@ def test_saved_model_is_the_last_epoch_unless_early_stopping_keeps_the_best(tmp_
         assert expected != checkpoints[-1] and not same_weights(out, os.path.join(out, checkpoints[-1]))
         scores = [entry["eval_macro_f1"] for entry in state["log_history"] if "eval_macro_f1" in entry]
         assert state["best_metric"] == min(scores)
+
+
+def test_refit_on_all_rows_trains_again_on_every_row_with_the_held_out_runs_settings(tmp_path):
+    from prodcat.args import parse_train_args
+    from prodcat.training import run_training
+
+    out, test_file = str(tmp_path / "model"), str(tmp_path / "test.csv")
+    pd.read_csv(SAMPLE).tail(60).to_csv(test_file, index=False)
+    flags = ["--train_file", SAMPLE, "--max_train_samples", "120", "--max_seq_length", "16", "--num_train_epochs", "2",
+             "--per_device_train_batch_size", "16", "--disable_tqdm", "true", "--seed", "7", "--ngram_ensemble", "true",
+             "--test_file", test_file, "--refit_on_all_rows", "true", "--output_dir", out]  # fmt: skip
+    run_training(*parse_train_args(flags))
+    first = os.path.join(out, "holdout")
+    load = lambda folder, name: json.load(open(os.path.join(folder, name)))  # noqa: E731
+    summary, first_summary = load(out, "training_summary.json"), load(first, "training_summary.json")
+    held_out = first_summary["num_validation"]
+    assert held_out > 0 and first_summary["num_train"] == 120 - held_out
+    assert summary["num_train"] == 120 and summary["num_validation"] == held_out
+    assert summary["refit_on_all_rows"]["holdout_num_train"] == 120 - held_out
+    # The same number of epochs, every row plus one name example per category.
+    assert summary["hyperparameters"]["num_train_epochs"] == first_summary["hyperparameters"]["num_train_epochs"]
+    categories = len(summary["label_counts"])
+    assert load(out, "train_results.json")["train_samples"] == 120 + categories
+    assert load(first, "train_results.json")["train_samples"] == 120 - held_out + categories
+    # A different model, with the first run's temperature, validation scores and n-gram ensemble.
+    assert not same_weights(out, first)
+    assert load(out, "config.json")["prodcat_temperature"] == load(first, "config.json")["prodcat_temperature"] != 1.0
+    assert load(out, "eval_results.json") == load(first, "eval_results.json")
+    assert load(os.path.join(out, "ngram"), "config.json") == load(os.path.join(first, "ngram"), "config.json")
+    assert summary["results"]["ngram_ensemble"]["test_macro_f1"] > 0
+    assert summary["results"]["test"]["test_macro_f1"] != first_summary["results"]["test"]["test_macro_f1"]
+    assert "--refit_on_all_rows" in open(os.path.join(out, "README.md")).read()
+
+    # Resuming a finished run continues the second run from its checkpoint; the first is not trained again.
+    first_model_time = os.path.getmtime(os.path.join(first, "model.safetensors"))
+    final = linked_copy(out, str(tmp_path / "final"))
+    run_training(*parse_train_args(flags + ["--resume_from_checkpoint", "latest"]))
+    assert os.path.getmtime(os.path.join(first, "model.safetensors")) == first_model_time
+    assert same_weights(out, final)
+
+
+@pytest.mark.parametrize("resume, first_done, second_checkpoint, runs", [
+    (False, False, False, ["first", "second"]),
+    (True, False, False, ["first", "second"]),  # interrupted in the first run: it resumes, the second starts fresh
+    (True, True, False, ["second"]),  # interrupted before the second run's first checkpoint: it starts fresh
+    (True, True, True, ["second"]),  # interrupted in the second run: it resumes
+])  # fmt: skip
+def test_refit_on_all_rows_runs_and_resumes_the_right_pass(tmp_path, monkeypatch, resume, first_done, second_checkpoint, runs):
+    import prodcat.training as training
+    from prodcat.args import parse_train_args
+
+    out = str(tmp_path / "model")
+    first = os.path.join(out, "holdout")
+    summary = {"num_train": 90, "hyperparameters": {"num_train_epochs": 7}, "results": {"eval": {"eval_accuracy": 0.5}}}
+
+    def finish_first_run():
+        os.makedirs(first, exist_ok=True)
+        json.dump(summary, open(os.path.join(first, "training_summary.json"), "w"))
+
+    if first_done:
+        finish_first_run()
+    if second_checkpoint:
+        os.makedirs(os.path.join(out, "checkpoint-4"))
+        open(os.path.join(out, "checkpoint-4", "trainer_state.json"), "w").write("{}")
+    calls = []
+
+    def fake_train_and_save(model_args, data_args, training_args, holdout=None):
+        calls.append(("second" if holdout else "first", data_args, copy.deepcopy(training_args), holdout))
+        if holdout is None:
+            finish_first_run()
+        return {}
+
+    monkeypatch.setattr(training, "train_and_save", fake_train_and_save)
+    flags = ["--refit_on_all_rows", "true", "--output_dir", out, "--push_to_hub", "true", "--hub_model_id", "me/model"]
+    args = parse_train_args(flags + (["--resume_from_checkpoint", "latest"] if resume else []))
+    training.run_training(*args)
+    assert [call[0] for call in calls] == runs
+    for name, data_args, training_args, holdout in calls:
+        assert not data_args.refit_on_all_rows
+        if name == "first":
+            assert training_args.output_dir == first and data_args.validation_split == 0.1
+            assert not training_args.push_to_hub  # only the final model is pushed
+            assert training_args.resume_from_checkpoint == ("latest" if resume else None)
+        else:
+            assert training_args.output_dir == out and data_args.validation_split == 0
+            assert training_args.push_to_hub and training_args.num_train_epochs == 7  # the first run's epochs
+            assert holdout.validation_results == {"eval_accuracy": 0.5}
+            assert training_args.resume_from_checkpoint == ("latest" if second_checkpoint else None)
