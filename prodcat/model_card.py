@@ -329,11 +329,10 @@ def _data_section(summary: Mapping, dataset_id: str | None) -> dict | None:
             + (f"; category column {_md_code(summary['label_column'])}" if summary.get("label_column") else "")
             + "."
         )
-    refit = summary.get("refit_on_all_rows")
-    if refit:
-        held_out = int(summary.get("num_train", 0)) - int(refit.get("holdout_num_train") or summary.get("num_train", 0))
+    if summary.get("refit_on_all_rows"):
         sentences.append(
-            f"Trained twice (`--refit_on_all_rows`): a first run held out the {_count(held_out)} validation rows, which set the "
+            f"Trained twice (`--refit_on_all_rows`): a first run held out the {_count(summary.get('num_validation') or 0)} "
+            "validation rows, which set the "
             "calibration temperature, the prior correction and the validation scores; the model was then trained again from the "
             "base model, with the same settings and number of epochs, on every training row. Its validation scores are therefore "
             "those of the first run, which learnt from fewer rows."

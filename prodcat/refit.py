@@ -55,6 +55,10 @@ class HoldoutRun:
             ) from None
         return cls(directory, summary)
 
+    def _results(self, name: str) -> dict:
+        """One entry of the first run's ``results`` (``train``, ``eval``, ``ngram_ensemble``), or {}."""
+        return (self.summary.get("results") or {}).get(name) or {}
+
     @property
     def epochs(self) -> float:
         """The number of epochs the first run trained for (chosen from the data when it was 0)."""
@@ -63,7 +67,7 @@ class HoldoutRun:
     @property
     def prior_tau(self) -> float:
         """The prior-correction strength tuned on the held-out rows (0 when off or not helpful)."""
-        return float((self.summary.get("results") or {}).get("train", {}).get("prior_correction_tau") or 0.0)
+        return float(self._results("train").get("prior_correction_tau") or 0.0)
 
     @property
     def calibration(self) -> dict | None:
@@ -78,21 +82,19 @@ class HoldoutRun:
     @property
     def validation_results(self) -> dict | None:
         """The first run's scores on its held-out rows (``eval_*`` metrics)."""
-        return (self.summary.get("results") or {}).get("eval")
+        return self._results("eval") or None
 
     @property
     def ngram_validation(self) -> dict:
         """The n-gram ensemble's validation figures from the first run (empty without the ensemble)."""
-        figures = (self.summary.get("results") or {}).get("ngram_ensemble") or {}
-        return {key: value for key, value in figures.items() if key.startswith("validation_")}
+        return {key: value for key, value in self._results("ngram_ensemble").items() if key.startswith("validation_")}
 
     def summary_fields(self) -> dict:
         """Keys of the first run's summary that describe the validation split, for the second run's summary."""
         fields = {key: self.summary.get(key) for key in ("validation_split", "num_validation", "widget_examples")}
-        train = (self.summary.get("results") or {}).get("train") or {}
         fields["refit_on_all_rows"] = {
             "holdout_dir": HOLDOUT_SUBDIR,
             "holdout_num_train": self.summary.get("num_train"),
-            "holdout_train_wall_seconds": train.get("train_wall_seconds"),
+            "holdout_train_wall_seconds": self._results("train").get("train_wall_seconds"),
         }
         return fields

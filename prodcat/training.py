@@ -439,6 +439,11 @@ def train_and_save(
     elif model_args.prior_correction == "auto" and holdout is not None:
         apply_prior_correction(trainer.model, label_counts, holdout.prior_tau)
         train_metrics["prior_correction_tau"] = holdout.prior_tau
+    if model_args.calibrate and holdout is not None and holdout.calibration:
+        from .calibration import TEMPERATURE_KEY
+
+        # Into config.json with the model, like the prior correction (the report below uses it too).
+        setattr(trainer.model.config, TEMPERATURE_KEY, holdout.temperature)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         # save_model also pickles TrainingArguments; the final model folder holds no pickles (the run's
@@ -491,11 +496,7 @@ def train_and_save(
             )
             write_json(os.path.join(training_args.output_dir, "calibration.json"), results["calibration"])
         elif model_args.calibrate and holdout is not None and holdout.calibration:
-            from .calibration import TEMPERATURE_KEY, write_temperature
-
             results["calibration"] = holdout.calibration
-            write_temperature(training_args.output_dir, holdout.temperature)
-            setattr(trainer.model.config, TEMPERATURE_KEY, holdout.temperature)  # the report uses it
             write_json(os.path.join(training_args.output_dir, "calibration.json"), results["calibration"])
         if model_args.ngram_ensemble and splits.validation is not None:
             from .ngram import fit_ensemble_for_model
