@@ -114,13 +114,12 @@ def run_prodcat(
         if summary.get("train_file") != os.path.basename(train_path):
             raise SystemExit(f"--reuse_models: {output_dir} was trained on {summary.get('train_file')}, not {train_path}")
         print(f"   reusing the model in {output_dir} (train seconds as recorded by its training run)")
-        train_seconds = summary["results"]["train"]["train_wall_seconds"] + first_run_seconds(summary)
     else:
         # Data and output locations only (plus the card's dataset name): every training setting is a default.
         flags = ["--train_file", train_path, "--test_file", test_path, "--text_columns", "text", "--output_dir", output_dir,
                  "--dataset_name", dataset, *extra_flags]
-        results = run_training(*parse_train_args(flags))
-        train_seconds = results["train"]["train_wall_seconds"] + first_run_seconds(training_summary(output_dir))
+        run_training(*parse_train_args(flags))
+    train_seconds = recorded_train_seconds(training_summary(output_dir))
     model, tokenizer = load_saved_model(output_dir, device="cpu")
     start = time.perf_counter()
     logits = predict_logits(model, tokenizer, test.text.tolist(), batch_size=64)
@@ -129,24 +128,30 @@ def run_prodcat(
     return predicted, train_seconds, items_per_second
 
 
-def first_run_seconds(summary: dict) -> float:
-    """The held-out first run's training seconds for a ``--refit_on_all_rows`` model (0 otherwise)."""
-    return float((summary.get("refit_on_all_rows") or {}).get("holdout_train_wall_seconds") or 0.0)
+def recorded_train_seconds(summary: dict) -> float:
+    """A training run's wall seconds as it recorded them, plus the held-out first run's with ``--refit_on_all_rows``."""
+    first_run = (summary.get("refit_on_all_rows") or {}).get("holdout_train_wall_seconds") or 0.0
+    return float(summary["results"]["train"]["train_wall_seconds"] + first_run)
+
+
+def predict_with_ensemble(output_dir: str, test: pd.DataFrame) -> tuple[list[str], float]:
+    """Test predictions of the model in ``output_dir`` with its n-gram ensemble (``--ensemble``), and items/s."""
+    from prodcat.predictor import Categorizer
+
+    categorizer = Categorizer.from_pretrained(output_dir, device="cpu", ensemble=True)
+    start = time.perf_counter()
+    predicted = [p.category for p in categorizer.predict(test.text.tolist(), batch_size=64)]
+    return predicted, len(test) / (time.perf_counter() - start)
 
 
 def run_refit_ensemble(output_dir: str, test: pd.DataFrame) -> tuple[list[str], float, float] | None:
     """The ``refit`` model (trained earlier in this run) predicting with its n-gram ensemble (``--ensemble``)."""
-    from prodcat.predictor import Categorizer
-
     summary = training_summary(output_dir)
     if summary is None:
         print(f"skipping refit_ensemble: no model in {output_dir} (run the refit method first)")
         return None
-    train_seconds = summary["results"]["train"]["train_wall_seconds"] + first_run_seconds(summary)
-    categorizer = Categorizer.from_pretrained(output_dir, device="cpu", ensemble=True)
-    start = time.perf_counter()
-    predicted = [p.category for p in categorizer.predict(test.text.tolist(), batch_size=64)]
-    return predicted, train_seconds, len(test) / (time.perf_counter() - start)
+    predicted, items_per_second = predict_with_ensemble(output_dir, test)
+    return predicted, recorded_train_seconds(summary), items_per_second
 
 
 def run_ensemble(train_path: str, test: pd.DataFrame, output_dir: str) -> tuple[list[str], float, float] | None:
@@ -159,7 +164,6 @@ def run_ensemble(train_path: str, test: pd.DataFrame, output_dir: str) -> tuple[
     from prodcat.calibration import load_saved_model
     from prodcat.data import build_splits, load_table
     from prodcat.ngram import fit_ensemble_for_model
-    from prodcat.predictor import Categorizer
 
     summary = training_summary(output_dir)
     if summary is None:
@@ -171,11 +175,9 @@ def run_ensemble(train_path: str, test: pd.DataFrame, output_dir: str) -> tuple[
     model, tokenizer = load_saved_model(output_dir, device="cpu")
     start = time.perf_counter()
     fit_ensemble_for_model(output_dir, model, tokenizer, splits, max_length=settings["max_seq_length"], seed=settings["seed"])
-    train_seconds = time.perf_counter() - start + summary["results"]["train"]["train_wall_seconds"]
-    categorizer = Categorizer.from_pretrained(output_dir, device="cpu", ensemble=True)
-    start = time.perf_counter()
-    predicted = [p.category for p in categorizer.predict(test.text.tolist(), batch_size=64)]
-    return predicted, train_seconds, len(test) / (time.perf_counter() - start)
+    train_seconds = time.perf_counter() - start + recorded_train_seconds(summary)
+    predicted, items_per_second = predict_with_ensemble(output_dir, test)
+    return predicted, train_seconds, items_per_second
 
 
 def run_method(
