@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
+from accuracy import recorded_train_seconds  # noqa: E402
 from common import write_benchmarks_block  # noqa: E402
 from few_shot import sample_per_category  # noqa: E402
 from recipe_cv import compare, fold_assignment  # noqa: E402
@@ -118,3 +119,10 @@ def test_recipe_cv_refuses_a_fold_number_out_of_range(tmp_path, capsys):
         recipe_cv_main(["--folds", "2", "--only_folds", "3", "--output_dir", str(tmp_path)])
     assert stopped.value.code == 2 and "--only_folds takes fold numbers from 1 to 2" in capsys.readouterr().err
     assert not os.listdir(tmp_path)  # refused before anything was written
+
+
+def test_recorded_train_seconds_adds_the_held_out_first_run_of_a_refit():
+    plain = {"results": {"train": {"train_wall_seconds": 100.0}}}
+    refit = {**plain, "refit_on_all_rows": {"holdout_train_wall_seconds": 90.0}}
+    assert recorded_train_seconds(plain) == 100.0
+    assert recorded_train_seconds(refit) == 190.0
