@@ -171,7 +171,9 @@ def run_ensemble(train_path: str, test: pd.DataFrame, output_dir: str) -> tuple[
         return None
     settings = summary["hyperparameters"]
     table = load_table(train_path, summary["text_columns"], summary["label_column"])
-    splits = build_splits(table, None, None, summary["validation_split"], settings["seed"])
+    splits = build_splits(
+        table, None, None, summary["validation_split"], settings["seed"], summary.get("validation_min_category_rows") or 2
+    )
     model, tokenizer = load_saved_model(output_dir, device="cpu")
     start = time.perf_counter()
     fit_ensemble_for_model(output_dir, model, tokenizer, splits, max_length=settings["max_seq_length"], seed=settings["seed"])

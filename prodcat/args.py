@@ -117,6 +117,14 @@ class DataArguments:
     label_column: str = field(default="category", metadata={"help": "Column with the category path."})
     label_separator: str = field(default=CANONICAL_SEPARATOR, metadata={"help": "Separator between category levels."})
     validation_split: float = field(default=0.1, metadata={"help": "Share of train held out for validation when no file is given."})
+    validation_min_category_rows: int = field(
+        default=2,
+        metadata={
+            "help": "The validation split draws only from categories with at least this many training rows; smaller ones "
+            "stay whole in train (2: only single-example categories). Falls back to 2 when the categories that qualify "
+            "hold under half of the rows."
+        },
+    )
     refit_on_all_rows: bool = field(
         default=False,
         metadata={

@@ -601,9 +601,11 @@ class Splits:
     validation: Dataset | None
     test: Dataset | None
     label_names: list[str]
-    singleton_classes: int = 0
+    train_only_classes: int = 0
     unseen: dict[str, int] = field(default_factory=dict)
     unseen_names: list[str] = field(default_factory=list)
+    #: The threshold the split used (``min_category_rows`` or its fallback 2); None without a split.
+    validation_min_category_rows: int | None = None
 
     @property
     def class_label(self) -> ClassLabel:
@@ -641,16 +643,23 @@ def build_splits(
     test: ProductTable | None,
     validation_split: float,
     seed: int,
+    min_category_rows: int = 2,
 ) -> Splits:
     """Encode labels as a sorted ``ClassLabel`` and make a stratified validation split if needed.
 
     Without a validation table, ``validation_split`` of the training rows are held out, stratified
-    by category and seeded. Categories with a single example cannot be stratified: they stay in
-    train, with a warning that counts them. A single category is an error, and so is a split
-    when every category has a single example (nothing can be held out: pass ``validation_split=0``).
+    by category and seeded, from the categories with at least ``min_category_rows`` rows. Smaller
+    categories stay whole in train: one or two held-out rows say little about them and are a large
+    share of what the model can learn from them. When the categories that qualify hold under half of
+    the rows (a small or few-shot file), the threshold falls back to 2, and a category with a single
+    example is all that stays in train. A warning counts the categories kept out of validation. A
+    single category is an error, and so is a split when every category has a single example
+    (nothing can be held out: pass ``validation_split=0``).
     """
     if not 0 <= validation_split < 1:
         raise ProdcatError(f"--validation_split must be at least 0 and below 1, got {validation_split}")
+    if min_category_rows < 2:
+        raise ProdcatError(f"--validation_min_category_rows must be at least 2, got {min_category_rows}")
     label_names = sorted(set(train.labels))
     if len(label_names) < 2:
         raise ProdcatError(
@@ -658,18 +667,30 @@ def build_splits(
         )
     class_label = ClassLabel(names=label_names)
     full = _encode(train.texts, train.labels, class_label).cast_column(LABEL, class_label)
-    singleton_count = 0
+    train_only_count = 0
+    effective_min_rows = None
     train_ds = validation_ds = None
     if validation is None and validation_split > 0:
         counts = Counter(train.labels)
-        singleton_count = sum(1 for c in counts.values() if c == 1)
-        splittable = [i for i, label in enumerate(train.labels) if counts[label] > 1]
-        singletons = [i for i, label in enumerate(train.labels) if counts[label] == 1]
-        if singleton_count:
+        effective_min_rows = min_category_rows
+        qualifying_rows = sum(c for c in counts.values() if c >= min_category_rows)
+        if min_category_rows > 2 and qualifying_rows * 2 < len(train.labels):
+            logger.info(
+                "categories with %d+ rows hold only %d of %d rows: validation is drawn from every category with 2+ rows",
+                min_category_rows,
+                qualifying_rows,
+                len(train.labels),
+            )
+            effective_min_rows = 2
+        splittable = [i for i, label in enumerate(train.labels) if counts[label] >= effective_min_rows]
+        train_only = [i for i, label in enumerate(train.labels) if counts[label] < effective_min_rows]
+        train_only_count = sum(1 for c in counts.values() if c < effective_min_rows)
+        if train_only_count:
             logger.warning(
-                "%d categor%s with a single example stay in train only (not in the validation split)",
-                singleton_count,
-                "y" if singleton_count == 1 else "ies",
+                "%d categor%s with %s stay in train only (not in the validation split)",
+                train_only_count,
+                "y" if train_only_count == 1 else "ies",
+                "a single example" if effective_min_rows == 2 else f"fewer than {effective_min_rows} examples",
             )
         if not splittable:
             raise ProdcatError(
@@ -691,8 +712,8 @@ def build_splits(
             logger.warning("validation split too small to stratify over %d categories; using a random split", len(label_names))
             parts = pool.train_test_split(test_size=n_val, seed=seed)
         train_ds = parts["train"]
-        if singletons:
-            train_ds = concatenate_datasets([train_ds, full.select(singletons)])
+        if train_only:
+            train_ds = concatenate_datasets([train_ds, full.select(train_only)])
         validation_ds = parts["test"]
     known = set(label_names)
     unseen = {"validation": _count_unseen("validation", validation, known), "test": _count_unseen("test", test, known)}
@@ -703,7 +724,7 @@ def build_splits(
     elif validation_split <= 0:
         train_ds, validation_ds = full, None
     test_ds = _encode(test.texts, test.labels, class_label, unseen_names) if test else None
-    return Splits(train_ds, validation_ds, test_ds, label_names, singleton_count, unseen, unseen_names)
+    return Splits(train_ds, validation_ds, test_ds, label_names, train_only_count, unseen, unseen_names, effective_min_rows)
 
 
 def category_name_text(path: str) -> str:

@@ -309,6 +309,9 @@ def _data_section(summary: Mapping, dataset_id: str | None) -> dict | None:
         else:
             share = summary.get("validation_split") or 0
             val_source = f"{share:.0%} of the training file, stratified by category"
+            min_rows = summary.get("validation_min_category_rows") or 2
+            if min_rows > 2:
+                val_source += f", drawn from the categories with {min_rows}+ rows"
             if summary.get("refit_on_all_rows"):
                 val_source += "; held out in the first run only"
         splits.append({"name": "Validation", "rows": _count(summary["num_validation"]), "source": val_source})
@@ -337,9 +340,13 @@ def _data_section(summary: Mapping, dataset_id: str | None) -> dict | None:
             "base model, with the same settings and number of epochs, on every training row. Its validation scores are therefore "
             "those of the first run, which learnt from fewer rows."
         )
-    if summary.get("singleton_classes"):
-        n = int(summary["singleton_classes"])
-        sentences.append(f"{_plural(n, 'category', 'categories')} with a single example stayed in train (none left for validation).")
+    # "singleton_classes": the key of summaries written before --validation_min_category_rows.
+    train_only = summary.get("train_only_classes", summary.get("singleton_classes"))
+    if train_only:
+        min_rows = summary.get("validation_min_category_rows") or 2
+        size = "a single example" if min_rows <= 2 else f"fewer than {min_rows} examples"
+        count = _plural(int(train_only), "category", "categories")
+        sentences.append(f"{count} with {size} stayed whole in train (none held out for validation).")
     return {"splits": splits, "description": " ".join(sentences)}
 
 

@@ -91,7 +91,8 @@ class HoldoutRun:
 
     def summary_fields(self) -> dict:
         """Keys of the first run's summary that describe the validation split, for the second run's summary."""
-        fields = {key: self.summary.get(key) for key in ("validation_split", "num_validation", "widget_examples")}
+        keys = ("validation_split", "num_validation", "widget_examples", "train_only_classes", "validation_min_category_rows")
+        fields = {key: self.summary.get(key) for key in keys}
         fields["refit_on_all_rows"] = {
             "holdout_dir": HOLDOUT_SUBDIR,
             "holdout_num_train": self.summary.get("num_train"),

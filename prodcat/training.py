@@ -346,6 +346,7 @@ def train_and_save(
         test_table,
         data_args.validation_split,
         training_args.seed,
+        data_args.validation_min_category_rows,
     )
     logger.info(
         "Data: %d train / %d validation / %d test rows, %d categories, %d levels",
@@ -560,7 +561,8 @@ def training_summary(model_args, data_args, training_args, model_path, splits, r
         "num_train": len(splits.train),
         "num_validation": len(splits.validation) if splits.validation is not None else 0,
         "num_test": len(splits.test) if splits.test is not None else 0,
-        "singleton_classes": splits.singleton_classes,
+        "train_only_classes": splits.train_only_classes,
+        "validation_min_category_rows": splits.validation_min_category_rows,
         "unseen_rows": splits.unseen,
         "label_counts": {name: int(c) for name, c in zip(splits.label_names, counts)},
         "widget_examples": list(validation_texts[:5]),

@@ -121,10 +121,41 @@ def test_stratified_split_is_deterministic_and_keeps_singletons_in_train(tmp_pat
     assert sorted(set(val_labels)) == sorted({r[1] for r in balanced_rows()})  # every class, stratified
     assert all(v.count(label) == 2 for v in [val_labels] for label in set(val_labels))
     assert "Rare > Only > One" in first.train["category_path"][:]
-    assert first.singleton_classes == 2
+    assert first.train_only_classes == 2
     assert "2 categories with a single example stay in train" in caplog.text
     other_seed = build_splits(table, None, None, validation_split=0.2, seed=4)
     assert other_seed.validation["text"][:] != first.validation["text"][:]
+
+
+def test_min_category_rows_keeps_small_categories_whole_in_train(tmp_path, caplog):
+    # 4 categories with 10 rows, 3 with 4 rows (12 rows): the large ones hold 40 of 52 rows, over half.
+    rows = balanced_rows(per_class=10) + balanced_rows(n_classes=3, per_class=4, prefix="Small")
+    table = load_table(write_csv(tmp_path / "p.csv", rows), ["description"], "category")
+    with caplog.at_level(logging.WARNING):
+        splits = build_splits(table, None, None, validation_split=0.2, seed=3, min_category_rows=5)
+    small = {r[1] for r in balanced_rows(n_classes=3, per_class=4, prefix="Small")}
+    assert len(splits.validation) == 8  # 20% of the 40 rows of the large categories
+    assert not small & set(splits.validation["category_path"][:])
+    train_labels = splits.train["category_path"][:]
+    assert all(train_labels.count(label) == 4 for label in small)  # every row of a small category trains
+    assert splits.train_only_classes == 3 and splits.validation_min_category_rows == 5
+    assert "3 categories with fewer than 5 examples stay in train" in caplog.text
+    default = build_splits(table, None, None, validation_split=0.2, seed=3)
+    assert small & set(default.validation["category_path"][:])  # the default threshold 2 holds them out too
+    assert default.validation_min_category_rows == 2 and default.train_only_classes == 0
+
+
+def test_min_category_rows_falls_back_to_2_when_few_rows_qualify(tmp_path):
+    # Only one category of 10 rows reaches the threshold: 10 of 34 rows, under half.
+    rows = balanced_rows(n_classes=1, per_class=10) + balanced_rows(n_classes=4, per_class=6, prefix="Small")
+    table = load_table(write_csv(tmp_path / "p.csv", rows), ["description"], "category")
+    splits = build_splits(table, None, None, validation_split=0.2, seed=3, min_category_rows=8)
+    assert splits.validation_min_category_rows == 2 and splits.train_only_classes == 0
+    assert len(set(splits.validation["category_path"][:])) == 5  # stratified over every category
+    with pytest.raises(ProdcatError, match="--validation_min_category_rows must be at least 2"):
+        build_splits(table, None, None, validation_split=0.2, seed=3, min_category_rows=1)
+    without_split = build_splits(table, None, None, validation_split=0.0, seed=3, min_category_rows=8)
+    assert without_split.validation is None and without_split.validation_min_category_rows is None
 
 
 def test_unseen_labels_warn_and_decode(tmp_path, caplog):

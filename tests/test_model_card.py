@@ -202,6 +202,26 @@ def test_taxonomy_results_and_limitations_come_from_the_files(synthetic_dir):
     assert {"Test Level 1 accuracy", "Test Level 2 accuracy"} <= set(test) and "Test Level 3 accuracy" not in test
 
 
+@pytest.mark.parametrize(
+    ("summary_extra", "validation_source", "train_only_sentence"),
+    [
+        ({}, "10% of the training file, stratified by category", "1 category with a single example stayed whole in train"),
+        (
+            {"singleton_classes": None, "train_only_classes": 312, "validation_min_category_rows": 20},
+            "10% of the training file, stratified by category, drawn from the categories with 20+ rows",
+            "312 categories with fewer than 20 examples stayed whole in train",
+        ),
+    ],
+    ids=["summary-before-the-threshold", "threshold-20"],
+)
+def test_data_section_says_which_categories_were_held_out(tmp_path, summary_extra, validation_source, train_only_sentence):
+    model_dir = write_synthetic_model_dir(tmp_path / "model", LABELS, COUNTS, summary_extra=summary_extra)
+    data = sections(str(model_card.render_model_card(model_dir)))["Training data"]
+    (validation_row,) = table_rows(data, "Validation")
+    assert validation_row[2] == validation_source
+    assert train_only_sentence in data
+
+
 def test_threshold_coverage_and_onnx_come_from_the_files(synthetic_dir):
     before = str(model_card.render_model_card(synthetic_dir))
     assert "--threshold 0.8" in before and "an example value" in before  # the predictor's flag, example value
