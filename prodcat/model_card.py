@@ -303,13 +303,14 @@ def _data_section(summary: Mapping, dataset_id: str | None) -> dict | None:
     if dataset_id:
         source = f"[{dataset_id}](https://huggingface.co/datasets/{dataset_id}) ({source})"
     splits = [{"name": "Train", "rows": _count(summary["num_train"]), "source": source}]
+    # The categories the validation split could draw from: those with this many rows (None or 2: all but singletons).
+    min_rows = summary.get("validation_min_category_rows") or 2
     if summary.get("num_validation"):
         if summary.get("validation_file"):
             val_source = _md_code(summary["validation_file"])
         else:
             share = summary.get("validation_split") or 0
             val_source = f"{share:.0%} of the training file, stratified by category"
-            min_rows = summary.get("validation_min_category_rows") or 2
             if min_rows > 2:
                 val_source += f", drawn from the categories with {min_rows}+ rows"
             if summary.get("refit_on_all_rows"):
@@ -343,7 +344,6 @@ def _data_section(summary: Mapping, dataset_id: str | None) -> dict | None:
     # "singleton_classes": the key of summaries written before --validation_min_category_rows.
     train_only = summary.get("train_only_classes", summary.get("singleton_classes"))
     if train_only:
-        min_rows = summary.get("validation_min_category_rows") or 2
         size = "a single example" if min_rows <= 2 else f"fewer than {min_rows} examples"
         count = _plural(int(train_only), "category", "categories")
         sentences.append(f"{count} with {size} stayed whole in train (none held out for validation).")

@@ -495,9 +495,9 @@ def train_and_save(
                 tokenizer=tokenizer,
                 logits=validation_logits,
             )
-            write_json(os.path.join(training_args.output_dir, "calibration.json"), results["calibration"])
         elif model_args.calibrate and holdout is not None and holdout.calibration:
             results["calibration"] = holdout.calibration
+        if "calibration" in results:
             write_json(os.path.join(training_args.output_dir, "calibration.json"), results["calibration"])
         if model_args.ngram_ensemble and splits.validation is not None:
             from .ngram import fit_ensemble_for_model

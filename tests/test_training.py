@@ -160,6 +160,7 @@ def test_refit_on_all_rows_trains_again_on_every_row_with_the_held_out_runs_sett
     assert not same_weights(out, first)
     assert load(out, "config.json")["prodcat_temperature"] == load(first, "config.json")["prodcat_temperature"] != 1.0
     assert load(out, "eval_results.json") == load(first, "eval_results.json")
+    assert load(out, "calibration.json") == load(first, "calibration.json") == summary["calibration"]
     assert load(os.path.join(out, "ngram"), "config.json") == load(os.path.join(first, "ngram"), "config.json")
     assert summary["results"]["ngram_ensemble"]["test_macro_f1"] > 0
     assert summary["results"]["test"]["test_macro_f1"] != first_summary["results"]["test"]["test_macro_f1"]
