@@ -251,12 +251,18 @@ def check_processes_per_gpu(use_cpu: bool) -> None:
         )
 
 
-def check_refit_arguments(data_args: DataArguments, training_args: TrainingArguments, early_stopping_patience: int | None) -> None:
-    """One-line errors for settings that ``--refit_on_all_rows`` cannot honour, before anything slow.
+def check_split_arguments(data_args: DataArguments, training_args: TrainingArguments, early_stopping_patience: int | None) -> None:
+    """One-line errors, before anything slow, for split settings that would have no effect and for settings
+    that ``--refit_on_all_rows`` cannot honour.
 
     Example:
-        >>> check_refit_arguments(DataArguments(refit_on_all_rows=True), ProdcatTrainingArguments(), None)
+        >>> check_split_arguments(DataArguments(refit_on_all_rows=True), ProdcatTrainingArguments(), None)
     """
+    if data_args.validation_file and data_args.validation_min_category_rows != DataArguments.validation_min_category_rows:
+        raise ProdcatError(
+            "--validation_min_category_rows shapes the validation split carved from the training file, and "
+            "--validation_file replaces that split: drop one of the two"
+        )
     if not data_args.refit_on_all_rows:
         return
     if data_args.validation_file:

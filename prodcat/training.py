@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
 
 from . import data as data_mod
-from .args import DataArguments, ModelArguments, ProdcatTrainingArguments, check_processes_per_gpu, check_refit_arguments
+from .args import DataArguments, ModelArguments, ProdcatTrainingArguments, check_processes_per_gpu, check_split_arguments
 from .hierarchy import level_membership, max_depth
 from .hub import finish_training_push, take_push_request
 from .interrupt import (
@@ -268,7 +268,7 @@ def run_training(
 
     With ``--refit_on_all_rows`` it trains twice (see ``refit_on_all_rows``).
     """
-    check_refit_arguments(data_args, training_args, model_args.early_stopping_patience)
+    check_split_arguments(data_args, training_args, model_args.early_stopping_patience)
     if data_args.refit_on_all_rows:
         return refit_on_all_rows(model_args, data_args, training_args)
     return train_and_save(model_args, data_args, training_args)

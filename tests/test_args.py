@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from prodcat.args import check_processes_per_gpu, check_refit_arguments, parse_train_args
+from prodcat.args import check_processes_per_gpu, check_split_arguments, parse_train_args
 from prodcat.errors import ProdcatError
 from tests.conftest import ROOT
 
@@ -94,7 +94,19 @@ def test_more_training_processes_than_gpus_is_a_clear_error(monkeypatch, process
 def test_refit_on_all_rows_refuses_what_it_cannot_honour(flags, message):
     model_args, data_args, training_args = parse_train_args(["--refit_on_all_rows", "true", *flags])
     if message is None:
-        check_refit_arguments(data_args, training_args, model_args.early_stopping_patience)
+        check_split_arguments(data_args, training_args, model_args.early_stopping_patience)
     else:
         with pytest.raises(ProdcatError, match=message):
-            check_refit_arguments(data_args, training_args, model_args.early_stopping_patience)
+            check_split_arguments(data_args, training_args, model_args.early_stopping_patience)
+
+
+@pytest.mark.parametrize("rows, message", [("2", None), ("20", r"--validation_file replaces that split: drop one of the two")])
+def test_validation_min_category_rows_with_a_validation_file(rows, message):
+    model_args, data_args, training_args = parse_train_args(
+        ["--validation_file", "val.csv", "--validation_min_category_rows", rows]
+    )
+    if message is None:
+        check_split_arguments(data_args, training_args, model_args.early_stopping_patience)
+    else:
+        with pytest.raises(ProdcatError, match=message):
+            check_split_arguments(data_args, training_args, model_args.early_stopping_patience)
