@@ -79,32 +79,28 @@ def test_more_training_processes_than_gpus_is_a_clear_error(monkeypatch, process
         check_processes_per_gpu(use_cpu)
 
 
+REFIT = ["--refit_on_all_rows", "true"]
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
-        ([], None),
-        (["--resume_from_checkpoint", "latest"], None),
-        (["--validation_file", "val.csv"], r"--validation_file holds out none .* drop one of the two"),
-        (["--validation_split", "0"], r"pass --validation_split above 0"),
-        (["--load_best_model_at_end", "true"], r"keeps the last epoch .* drop --load_best_model_at_end"),
-        (["--early_stopping_patience", "2"], r"keeps the last epoch"),
-        (["--resume_from_checkpoint", "out/checkpoint-10"], r"out/checkpoint-10: with --refit_on_all_rows pass 'latest'"),
+        (REFIT, None),
+        ([*REFIT, "--resume_from_checkpoint", "latest"], None),
+        ([*REFIT, "--validation_file", "val.csv"], r"--validation_file holds out none .* drop one of the two"),
+        ([*REFIT, "--validation_split", "0"], r"pass --validation_split above 0"),
+        ([*REFIT, "--load_best_model_at_end", "true"], r"keeps the last epoch .* drop --load_best_model_at_end"),
+        ([*REFIT, "--early_stopping_patience", "2"], r"keeps the last epoch"),
+        ([*REFIT, "--resume_from_checkpoint", "out/checkpoint-10"], r"out/checkpoint-10: with --refit_on_all_rows pass 'latest'"),
+        (["--validation_file", "val.csv", "--validation_min_category_rows", "2"], None),
+        (
+            ["--validation_file", "val.csv", "--validation_min_category_rows", "20"],
+            r"--validation_file replaces that split: drop one of the two",
+        ),
     ],
 )
-def test_refit_on_all_rows_refuses_what_it_cannot_honour(flags, message):
-    model_args, data_args, training_args = parse_train_args(["--refit_on_all_rows", "true", *flags])
-    if message is None:
-        check_split_arguments(data_args, training_args, model_args.early_stopping_patience)
-    else:
-        with pytest.raises(ProdcatError, match=message):
-            check_split_arguments(data_args, training_args, model_args.early_stopping_patience)
-
-
-@pytest.mark.parametrize("rows, message", [("2", None), ("20", r"--validation_file replaces that split: drop one of the two")])
-def test_validation_min_category_rows_with_a_validation_file(rows, message):
-    model_args, data_args, training_args = parse_train_args(
-        ["--validation_file", "val.csv", "--validation_min_category_rows", rows]
-    )
+def test_split_arguments_refuse_what_they_cannot_honour(flags, message):
+    model_args, data_args, training_args = parse_train_args(flags)
     if message is None:
         check_split_arguments(data_args, training_args, model_args.early_stopping_patience)
     else:
