@@ -77,26 +77,36 @@ def written_paths(log_dir: str, rank: int) -> list[tuple[str, str]]:
         return [tuple(line.rstrip("\n").split("\t", 1)) for line in handle if line.strip()]
 
 
+SINGLE = [sys.executable]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def launch(root, name: str, launcher: list[str], extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Run train.py on TINY (plus ``extra``) under ``launcher``, recording each process's writes."""
+    wrapper = root / "record_writes.py"
+    if not wrapper.exists():
+        wrapper.write_text(WRAPPER)
+    logs = root / f"{name}-writes"
+    logs.mkdir()
+    output_dir = str(root / name)
+    result = subprocess.run(
+        [*launcher, str(wrapper), os.path.join(ROOT, "train.py"), *TINY, *extra, "--output_dir", output_dir],
+        cwd=str(root), capture_output=True, text=True, check=False, env=env_for(str(logs)), timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{name}: {result.stderr[-4000:]}"
+    return {"output_dir": output_dir, "logs": str(logs), "stdout": result.stdout}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    wrapper = root / "record_writes.py"
-    wrapper.write_text(WRAPPER)
-    results = {}
-    for name, launcher in {
-        "single": [sys.executable],
-        "ddp": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
-    }.items():
-        logs = root / f"{name}-writes"
-        logs.mkdir()
-        output_dir = str(root / name)
-        result = subprocess.run(
-            [*launcher, str(wrapper), os.path.join(ROOT, "train.py"), *TINY, "--output_dir", output_dir],
-            cwd=str(root), capture_output=True, text=True, check=False, env=env_for(str(logs)), timeout=600,
-        )  # fmt: skip
-        assert result.returncode == 0, f"{name}: {result.stderr[-4000:]}"
-        results[name] = {"output_dir": output_dir, "logs": str(logs), "stdout": result.stdout}
-    return results
+    return {"single": launch(root, "single", SINGLE), "ddp": launch(root, "ddp", TORCHRUN)}
+
+
+def writes_under(run: dict[str, str], rank: int) -> list[tuple[str, str]]:
+    """The (event, path) writes one process of ``run`` made in its output directory."""
+    output_dir = run["output_dir"]
+    return [(event, path) for event, path in written_paths(run["logs"], rank) if path == output_dir or path.startswith(output_dir + os.sep)]
 
 
 def test_two_processes_share_the_data_and_log_the_same_loss_scale(runs):
@@ -122,12 +132,8 @@ def test_two_processes_share_the_data_and_log_the_same_loss_scale(runs):
 
 def test_only_the_main_process_writes_and_the_output_is_complete(runs):
     output_dir = runs["ddp"]["output_dir"]
-    rank0 = [path for _, path in written_paths(runs["ddp"]["logs"], 0) if path == output_dir or path.startswith(output_dir + os.sep)]
-    rank1 = [
-        (event, path) for event, path in written_paths(runs["ddp"]["logs"], 1) if path == output_dir or path.startswith(output_dir + os.sep)
-    ]
-    assert rank0, "the write log of rank 0 is empty: the audit hook did not run"
-    assert rank1 == []  # rank 1 wrote, renamed and removed nothing in the output directory
+    assert writes_under(runs["ddp"], 0), "the write log of rank 0 is empty: the audit hook did not run"
+    assert writes_under(runs["ddp"], 1) == []  # rank 1 wrote, renamed and removed nothing in the output directory
 
     files = set(os.listdir(output_dir))
     expected = {
@@ -151,3 +157,29 @@ def test_only_the_main_process_writes_and_the_output_is_complete(runs):
     model = AutoModelForSequenceClassification.from_pretrained(output_dir, use_safetensors=True)
     single_config = read_json(os.path.join(runs["single"]["output_dir"], "config.json"))
     assert model.config.id2label == {int(k): v for k, v in single_config["id2label"].items()}
+
+
+def test_refit_on_all_rows_under_two_processes_trains_both_runs_in_parallel_and_writes_from_the_main_process(tmp_path):
+    run = launch(tmp_path, "refit", TORCHRUN, ("--refit_on_all_rows", "true"))
+    output_dir = run["output_dir"]
+    first = os.path.join(output_dir, "holdout")
+    summary, first_summary = (read_json(os.path.join(folder, "training_summary.json")) for folder in (output_dir, first))
+    held_out = first_summary["num_validation"]
+    assert held_out > 0 and first_summary["num_train"] == 64 - held_out and summary["num_train"] == 64
+    # Both runs are data-parallel: 8 rows on each of 2 processes per step.
+    for folder in (first, output_dir):
+        _, steps = logged_losses(folder)
+        assert steps == math.ceil(read_json(os.path.join(folder, "train_results.json"))["train_samples"] / 16), folder
+    # The second run waited for the first run's summary and took over what the held-out rows fitted.
+    assert read_json(os.path.join(output_dir, "eval_results.json")) == read_json(os.path.join(first, "eval_results.json"))
+    temperatures = [read_json(os.path.join(folder, "config.json"))["prodcat_temperature"] for folder in (output_dir, first)]
+    assert temperatures[0] == temperatures[1]
+    # Only the main process wrote, in both runs' folders.
+    rank0 = [path for _, path in writes_under(run, 0)]
+    assert any(path.startswith(first + os.sep) for path in rank0) and os.path.join(output_dir, "training_summary.json") in rank0
+    assert writes_under(run, 1) == []
+
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(output_dir, use_safetensors=True)
+    assert len(model.config.id2label) == len(summary["label_counts"])
