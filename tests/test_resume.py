@@ -125,6 +125,32 @@ def test_interrupted_twice_and_resumed_matches_an_uninterrupted_run(tmp_path):
     assert same_weights(resumed, baseline)
 
 
+
+def test_refit_interrupted_in_each_run_and_resumed_matches_an_uninterrupted_refit(tmp_path):
+    # The signal comes at step 3 of every Trainer the process builds: in the first (held-out) run, then,
+    # once that run is resumed past step 3 and finished, in the second (all-rows) run.
+    refit = [*TINY[: TINY.index("--load_best_model_at_end")], "--refit_on_all_rows", "true"]  # refit keeps the last epoch
+    refit[refit.index("--num_train_epochs") + 1] = "1"  # 8 steps per run are enough to stop at step 3
+    baseline, resumed = str(tmp_path / "baseline"), str(tmp_path / "resumed")
+    result = run([*refit, "--output_dir", baseline], str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    first = run([*refit, "--output_dir", resumed], str(tmp_path), signal_at=(3, "SIGINT"))
+    assert first.returncode == 130, first.stderr[-3000:]
+    assert "--resume_from_checkpoint latest" in stop_line(first.stderr)
+    assert os.listdir(resumed) == ["holdout"] and os.listdir(os.path.join(resumed, "holdout")) == ["checkpoint-3"]
+
+    resume = [*refit, "--output_dir", resumed, "--resume_from_checkpoint", "latest"]
+    second = run(resume, str(tmp_path), signal_at=(3, "SIGINT"))
+    assert second.returncode == 130, second.stderr[-3000:]
+    assert sorted(os.listdir(resumed)) == ["checkpoint-3", "holdout"]  # the first run finished, the second stopped
+    assert same_weights(os.path.join(resumed, "holdout"), os.path.join(baseline, "holdout"))
+
+    third = run(resume, str(tmp_path))
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert final_numbers(resumed) == final_numbers(baseline)
+    assert same_weights(resumed, baseline)
+
 # ---- resolving --resume_from_checkpoint ---------------------------------------------------------
 
 
