@@ -125,7 +125,6 @@ def test_interrupted_twice_and_resumed_matches_an_uninterrupted_run(tmp_path):
     assert same_weights(resumed, baseline)
 
 
-
 def test_refit_interrupted_in_each_run_and_resumed_matches_an_uninterrupted_refit(tmp_path):
     # The signal comes at step 3 of every Trainer the process builds: in the first (held-out) run, then,
     # once that run is resumed past step 3 and finished, in the second (all-rows) run.
@@ -150,6 +149,7 @@ def test_refit_interrupted_in_each_run_and_resumed_matches_an_uninterrupted_refi
     assert third.returncode == 0, third.stderr[-3000:]
     assert final_numbers(resumed) == final_numbers(baseline)
     assert same_weights(resumed, baseline)
+
 
 # ---- resolving --resume_from_checkpoint ---------------------------------------------------------
 
