@@ -128,7 +128,8 @@ def test_interrupted_twice_and_resumed_matches_an_uninterrupted_run(tmp_path):
 def test_refit_interrupted_in_each_run_and_resumed_matches_an_uninterrupted_refit(tmp_path):
     # The signal comes at step 3 of every Trainer the process builds: in the first (held-out) run, then,
     # once that run is resumed past step 3 and finished, in the second (all-rows) run.
-    refit = [*TINY[: TINY.index("--load_best_model_at_end")], "--refit_on_all_rows", "true"]  # refit keeps the last epoch
+    best = TINY.index("--load_best_model_at_end")
+    refit = [*TINY[:best], *TINY[best + 2 :], "--refit_on_all_rows", "true"]  # refit keeps the last epoch
     refit[refit.index("--num_train_epochs") + 1] = "1"  # 8 steps per run are enough to stop at step 3
     baseline, resumed = str(tmp_path / "baseline"), str(tmp_path / "resumed")
     result = run([*refit, "--output_dir", baseline], str(tmp_path))
