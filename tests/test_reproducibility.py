@@ -28,7 +28,8 @@ def read_json(path):
 
 def train(output_dir: str, cwd: str) -> None:
     """A real ``python train.py`` process: nothing carried over from an earlier run in the same interpreter."""
-    env = subprocess_env()
+    # Bit-exact is a CPU property: on a GPU, CUDA's reductions move the last digits (temperature 1.51862195 vs 1.51862192).
+    env = subprocess_env(cpu_only=True)
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "train.py"), *TINY, "--output_dir", output_dir],
         cwd=cwd, capture_output=True, text=True, check=False, env=env, timeout=600,
