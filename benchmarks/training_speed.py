@@ -54,6 +54,8 @@ VARIANTS = {
     "no length grouping": ["--train_sampling_strategy", "random"],
     "trained word embeddings": ["--freeze_word_embeddings", "false"],
     "1 thread": ["--torch_threads", "1"],
+    # The same global batch of 32 from two gloo processes of one thread each (torchrun on one machine).
+    "2 processes x 1 thread (torchrun)": ["--processes", "2", "--torch_threads", "1", "--per_device_train_batch_size", "16"],
 }
 
 
@@ -117,7 +119,17 @@ def run_notebook(csv_path: str, model_path: str, seed: int) -> dict:
     return {"seconds": time.perf_counter() - start, "final_loss": loss.item()}
 
 
-def run_prodcat(csv_path: str, model_path: str | None, seed: int, extra_flags: list[str]) -> dict:
+def pop_flag(flags: list[str], name: str) -> str | None:
+    """Remove ``name`` and its value from ``flags`` (in place); return the value, or None when absent."""
+    if name not in flags:
+        return None
+    i = flags.index(name)
+    value = flags[i + 1]
+    del flags[i : i + 2]
+    return value
+
+
+def run_prodcat(csv_path: str, model_path: str | None, seed: int, extra_flags: list[str], output_dir: str) -> dict:
     """One epoch of prodcat's Trainer path; seconds from the loaded model to the saved one."""
     import torch
 
@@ -125,10 +137,10 @@ def run_prodcat(csv_path: str, model_path: str | None, seed: int, extra_flags: l
     from prodcat.args import parse_train_args
 
     flags = list(extra_flags)
-    if "--torch_threads" in flags:  # not a train.py flag: the variant sets the process's thread count
-        i = flags.index("--torch_threads")
-        torch.set_num_threads(int(flags[i + 1]))
-        del flags[i : i + 2]
+    pop_flag(flags, "--processes")  # run_child launched this process with torchrun
+    threads = pop_flag(flags, "--torch_threads")  # not a train.py flag: the variant sets the process's thread count
+    if threads:
+        torch.set_num_threads(int(threads))
     loaded_at: list[float] = []
     load = training.load_for_training
 
@@ -140,14 +152,13 @@ def run_prodcat(csv_path: str, model_path: str | None, seed: int, extra_flags: l
         return loaded
 
     training.load_for_training = timed_load
-    with tempfile.TemporaryDirectory() as output_dir:
-        argv = ["--train_file", csv_path, "--text_columns", "text", "--output_dir", output_dir, "--num_train_epochs", "1",
-                "--validation_split", "0", "--audit", "false", "--category_name_examples", "false", "--seed", str(seed),
-                *flags]
-        if model_path:
-            argv += ["--model_name_or_path", model_path]
-        results = training.run_training(*parse_train_args(argv))
-        seconds = time.perf_counter() - loaded_at[0]
+    argv = ["--train_file", csv_path, "--text_columns", "text", "--output_dir", output_dir, "--num_train_epochs", "1",
+            "--validation_split", "0", "--audit", "false", "--category_name_examples", "false", "--seed", str(seed),
+            *flags]
+    if model_path:
+        argv += ["--model_name_or_path", model_path]
+    results = training.run_training(*parse_train_args(argv))
+    seconds = time.perf_counter() - loaded_at[0]
     train = results["train"]
     return {"seconds": seconds, "trainer_seconds": train.get("train_runtime"), "final_loss": train.get("train_loss")}
 
@@ -160,22 +171,32 @@ def child(args: argparse.Namespace) -> int:
     if args.recipe == "notebook":
         result = run_notebook(args.csv, model_path, args.seed)
     else:
-        result = run_prodcat(args.csv, args.model, args.seed, VARIANTS[args.variant])
-    result["peak_rss_mib"] = peak_rss_mib()
-    with open(args.result_json, "w") as handle:
-        json.dump(result, handle)
+        result = run_prodcat(args.csv, args.model, args.seed, VARIANTS[args.variant], args.output_dir)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the main process reports (its own peak memory)
+        result["peak_rss_mib"] = peak_rss_mib()
+        with open(args.result_json, "w") as handle:
+            json.dump(result, handle)
     return 0
+
+
+def child_command(recipe: str, variant: str, csv_path: str, args: argparse.Namespace, folder: str) -> list[str]:
+    """The command that times one recipe in its own process (under torchrun when the variant asks for processes)."""
+    command = [sys.executable, os.path.abspath(__file__), "--child", "--recipe", recipe, "--variant", variant, "--csv", csv_path,
+               "--seed", str(args.seed), "--result_json", os.path.join(folder, "result.json"),
+               "--output_dir", os.path.join(folder, "model")]
+    if args.model:
+        command += ["--model", args.model]
+    processes = pop_flag(list(VARIANTS.get(variant, [])), "--processes")
+    if processes:
+        command[1:1] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", processes]
+    return command
 
 
 def run_child(recipe: str, csv_path: str, args: argparse.Namespace, variant: str = "defaults") -> dict:
     with tempfile.TemporaryDirectory() as folder:
         result_json = os.path.join(folder, "result.json")
-        command = [sys.executable, os.path.abspath(__file__), "--child", "--recipe", recipe, "--variant", variant,
-                   "--csv", csv_path, "--seed", str(args.seed), "--result_json", result_json]
-        if args.model:
-            command += ["--model", args.model]
         print(f"-- {recipe} ({variant})", flush=True)
-        subprocess.run(command, check=True)
+        subprocess.run(child_command(recipe, variant, csv_path, args, folder), check=True)
         with open(result_json) as handle:
             return json.load(handle)
 
@@ -203,7 +224,7 @@ def main() -> int:
     parser.add_argument("--model", help="Model id or path (default: the embedded all-MiniLM-L6-v2).")
     parser.add_argument("--variants", action="store_true", help="Also time prodcat variants once each (see VARIANTS).")
     parser.add_argument("--write", action="store_true", help="Rewrite the training-speed table in BENCHMARKS.md.")
-    for hidden in ("--recipe", "--variant", "--csv", "--result_json"):
+    for hidden in ("--recipe", "--variant", "--csv", "--result_json", "--output_dir"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

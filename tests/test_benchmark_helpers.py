@@ -18,6 +18,7 @@ from few_shot import sample_per_category  # noqa: E402
 from recipe_cv import compare, fold_assignment  # noqa: E402
 from recipe_cv import main as recipe_cv_main  # noqa: E402
 from significance import paired_bootstrap  # noqa: E402
+from training_speed import child_command, pop_flag  # noqa: E402
 
 
 def test_sample_per_category_caps_keeps_small_categories_and_nests():
@@ -126,3 +127,19 @@ def test_recorded_train_seconds_adds_the_held_out_first_run_of_a_refit():
     refit = {**plain, "refit_on_all_rows": {"holdout_train_wall_seconds": 90.0}}
     assert recorded_train_seconds(plain) == 100.0
     assert recorded_train_seconds(refit) == 190.0
+
+
+def test_training_speed_runs_the_processes_variant_under_torchrun_and_only_it():
+    import argparse
+
+    args = argparse.Namespace(seed=3, model=None)
+    plain = child_command("prodcat", "1 thread", "titles.csv", args, "/tmp/work")
+    launched = child_command("prodcat", "2 processes x 1 thread (torchrun)", "titles.csv", args, "/tmp/work")
+    assert plain[0] == launched[0] == sys.executable and plain[1].endswith("training_speed.py")
+    assert launched[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    assert launched[6:] == plain[1:6] + ["2 processes x 1 thread (torchrun)"] + plain[7:]
+    assert plain[plain.index("--output_dir") + 1] == "/tmp/work/model"
+
+    flags = ["--processes", "2", "--torch_threads", "1"]
+    assert pop_flag(flags, "--processes") == "2" and flags == ["--torch_threads", "1"]
+    assert pop_flag(flags, "--processes") is None and flags == ["--torch_threads", "1"]
