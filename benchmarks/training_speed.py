@@ -179,11 +179,10 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
-def child_command(recipe: str, variant: str, csv_path: str, args: argparse.Namespace, folder: str) -> list[str]:
+def child_command(recipe: str, variant: str, csv_path: str, args: argparse.Namespace, result_json: str, output_dir: str) -> list[str]:
     """The command that times one recipe in its own process (under torchrun when the variant asks for processes)."""
     command = [sys.executable, os.path.abspath(__file__), "--child", "--recipe", recipe, "--variant", variant, "--csv", csv_path,
-               "--seed", str(args.seed), "--result_json", os.path.join(folder, "result.json"),
-               "--output_dir", os.path.join(folder, "model")]
+               "--seed", str(args.seed), "--result_json", result_json, "--output_dir", output_dir]
     if args.model:
         command += ["--model", args.model]
     processes = pop_flag(list(VARIANTS.get(variant, [])), "--processes")
@@ -196,7 +195,7 @@ def run_child(recipe: str, csv_path: str, args: argparse.Namespace, variant: str
     with tempfile.TemporaryDirectory() as folder:
         result_json = os.path.join(folder, "result.json")
         print(f"-- {recipe} ({variant})", flush=True)
-        subprocess.run(child_command(recipe, variant, csv_path, args, folder), check=True)
+        subprocess.run(child_command(recipe, variant, csv_path, args, result_json, os.path.join(folder, "model")), check=True)
         with open(result_json) as handle:
             return json.load(handle)
 

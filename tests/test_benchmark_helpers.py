@@ -133,8 +133,8 @@ def test_training_speed_runs_the_processes_variant_under_torchrun_and_only_it():
     import argparse
 
     args = argparse.Namespace(seed=3, model=None)
-    plain = child_command("prodcat", "1 thread", "titles.csv", args, "/tmp/work")
-    launched = child_command("prodcat", "2 processes x 1 thread (torchrun)", "titles.csv", args, "/tmp/work")
+    plain = child_command("prodcat", "1 thread", "titles.csv", args, "/tmp/work/result.json", "/tmp/work/model")
+    launched = child_command("prodcat", "2 processes x 1 thread (torchrun)", "titles.csv", args, "/tmp/work/result.json", "/tmp/work/model")
     assert plain[0] == launched[0] == sys.executable and plain[1].endswith("training_speed.py")
     assert launched[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     assert launched[6:] == plain[1:6] + ["2 processes x 1 thread (torchrun)"] + plain[7:]
