@@ -425,18 +425,20 @@ def quantize_onnx(fp32_path: str, int8_path: str) -> None:
 class OnnxRunner:
     """``features -> logits`` with an onnxruntime session (CPU, or CUDA when available and asked).
 
-    ``num_threads=None`` lets onnxruntime use one thread per physical core; ``spin=False`` stops idle
-    worker threads from spin-waiting (for sessions that take turns with another one).
+    ``num_threads=None`` lets onnxruntime use one thread per physical core; ``spin_between_runs=False``
+    stops the worker threads' spin-waiting when a run returns (for sessions that take turns with another one).
     """
 
-    def __init__(self, path: str, num_threads: int | None = None, device: str | None = None, spin: bool = True):
+    def __init__(self, path: str, num_threads: int | None = None, device: str | None = None, spin_between_runs: bool = True):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        if not spin:
-            # Idle worker threads spin-wait for the next op by default; with two sessions taking turns
-            # (int8, then fp32 for the near-ties) the waiting pool competes with the working one.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not spin_between_runs:
+            # Idle worker threads spin-wait for the next op, and keep spinning after a run returns. With two
+            # sessions taking turns (int8, then fp32 for near-ties) one pool's spinning would slow the other's
+            # run; stopping it when each run returns keeps the fast hand-over between ops inside a run
+            # (no spinning at all was slower for single titles: BENCHMARKS.md, session 18).
+            options.add_session_config_entry("session.force_spinning_stop", "1")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.inter_op_num_threads = 1

@@ -471,11 +471,12 @@ class Categorizer:
             path = export(quantize)
             margin = onnx_backend.calibrated_recheck_margin(path) if recheck_margin is None else float(recheck_margin)
             rechecked = quantize and margin > 0
-            # Two sessions taking turns (int8, then fp32 for near-ties) run faster without spin-waiting
-            # threads: measured 1.5x the throughput (bigbasket-27k model, 2 cores: 1,822 vs 1,183 titles/s).
-            forward = onnx_backend.OnnxRunner(path, num_threads=num_threads, device=device, spin=not rechecked)
+            # Two sessions taking turns (int8, then fp32 for near-ties) must not spin-wait between runs: measured
+            # 1.5x the throughput (bigbasket-27k model, 2 cores: 1,822 vs 1,183 titles/s); spinning inside a run
+            # only (BENCHMARKS.md, session 18) answers single titles about 0.3 ms sooner than never spinning.
+            forward = onnx_backend.OnnxRunner(path, num_threads=num_threads, device=device, spin_between_runs=not rechecked)
             if rechecked:
-                fp32 = onnx_backend.OnnxRunner(export(False), num_threads=num_threads, device=device, spin=False)
+                fp32 = onnx_backend.OnnxRunner(export(False), num_threads=num_threads, device=device, spin_between_runs=False)
                 forward = onnx_backend.RecheckedRunner(forward, fp32, margin)
             input_names = [name for name in input_names if name in forward.input_names]
         pooled = None
