@@ -90,6 +90,7 @@ _HYPERPARAMETER_NAMES = {
     "prior_correction": "Rare-category prior correction",
     "epoch_kept": "Epoch kept",
     "seed": "Seed",
+    "mixed_precision": "Mixed precision (weights saved in fp32)",
 }
 
 

@@ -590,6 +590,7 @@ def training_summary(model_args, data_args, training_args, model_path, splits, r
                 else "last"
             ),
             "seed": training_args.seed,
+            "mixed_precision": training_args.mixed_precision,  # "bf16" by default on CPUs with AMX; weights stay fp32
         },
         "results": {split: {k: v for k, v in metrics.items() if isinstance(v, (int, float))} for split, metrics in results.items()},
     }

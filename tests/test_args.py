@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+import prodcat.args as args_mod
 from prodcat.args import check_processes_per_gpu, check_split_arguments, parse_train_args
 from prodcat.errors import ProdcatError
 from tests.conftest import ROOT
@@ -20,6 +21,26 @@ def test_defaults_are_tuned_for_the_task():
     assert data_args.max_seq_length == 64
     assert model_args.model_name_or_path is None  # the embedded MiniLM
     assert model_args.trust_remote_code is False
+
+
+@pytest.mark.parametrize(
+    "fast_bf16, accelerator, flags, expected",
+    [
+        (True, False, [], (True, True)),  # a CPU with AMX: bf16 autocast, and use_cpu so that Trainer accepts it
+        (False, False, [], (False, False)),  # an older CPU: bf16 would be emulated, slower than fp32
+        (True, True, [], (False, False)),  # a GPU machine: unchanged unless asked
+        (True, False, ["--bf16", "false"], (False, False)),  # the user's choice wins
+        (False, False, ["--bf16", "true"], (True, True)),  # asked for on a CPU: no need to add --use_cpu as well
+    ],
+)
+def test_bf16_is_on_by_default_only_when_training_on_a_cpu_that_multiplies_bf16_in_hardware(
+    monkeypatch, fast_bf16, accelerator, flags, expected
+):
+    monkeypatch.setattr(args_mod, "cpu_has_fast_bf16", lambda: fast_bf16)
+    monkeypatch.setattr(args_mod, "_accelerator_available", lambda: accelerator)
+    _, _, training_args = parse_train_args(flags)
+    assert (training_args.bf16, training_args.use_cpu) == expected
+    assert training_args.mixed_precision == ("bf16" if expected[0] else "no")
 
 
 def test_every_trainer_flag_works_on_the_command_line():
