@@ -53,6 +53,8 @@ VARIANTS = {
     "max length 32": ["--max_seq_length", "32"],
     "no length grouping": ["--train_sampling_strategy", "random"],
     "trained word embeddings": ["--freeze_word_embeddings", "false"],
+    # bf16 autocast is the default only on CPUs with AMX; elsewhere this row repeats the defaults.
+    "fp32 (--bf16 false)": ["--bf16", "false"],
     "1 thread": ["--torch_threads", "1"],
     # The same global batch of 32 from two gloo processes of one thread each (torchrun on one machine).
     "2 processes x 1 thread (torchrun)": ["--processes", "2", "--torch_threads", "1", "--per_device_train_batch_size", "16"],
