@@ -207,7 +207,8 @@ class ProdcatTrainingArguments(TrainingArguments):
         "(with True, Trainer multiplies the loss of BERT models by the number of processes).",
     )
     # None = decide per machine in __post_init__: on a CPU with AMX bf16 units the default recipe trains about
-    # 1.33x faster in bf16 autocast at the same accuracy (BENCHMARKS.md session 19); weights are kept and saved in fp32.
+    # 1.21x faster in bf16 autocast over a whole run, at the same accuracy (BENCHMARKS.md sessions 19-20);
+    # weights are kept and saved in fp32.
     bf16: bool | None = _with_default(
         None,
         "bf16 mixed precision. Default: on when training on a CPU with AMX bf16 units (Intel Xeon 4th generation and "
