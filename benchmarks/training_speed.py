@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/training_speed.py                 # 2,000 bigbasket-27k titles, 2 rounds
     python benchmarks/training_speed.py --write         # also rewrite the table in BENCHMARKS.md
-    python benchmarks/training_speed.py --variants      # also time prodcat variants (batch size, length, threads, torchrun processes)
+    python benchmarks/training_speed.py --variants      # also time prodcat variants (batch, length, precision, threads, processes)
 
 Both recipes train the same model (the embedded all-MiniLM-L6-v2 unless ``--model``) for one epoch on
 the same ``--n`` titles sampled with a fixed seed from ``../shared/data/bigbasket-27k/train.csv``
