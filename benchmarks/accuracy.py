@@ -8,9 +8,13 @@ predict items/s). ``--write`` also puts the table and a PNG bar chart into ``BEN
     python benchmarks/accuracy.py --datasets pricerunner-35k --methods tfidf fasttext
     python benchmarks/accuracy.py --write              # update BENCHMARKS.md and benchmarks/accuracy.png
     python benchmarks/accuracy.py --parallel --write   # the two datasets side by side, one core each
+    python benchmarks/accuracy.py --datasets bigbasket-27k --seed 42 1 2   # one row per seed, then their mean
 
 prodcat runs with its defaults: the only flags passed are the data files, the text column, the
-output folder and the dataset's name for the model card (its validation split is carved from train.csv; test.csv is only scored).
+output folder, the seed and the dataset's name for the model card (its validation split is carved from train.csv;
+test.csv is only scored). ``--seed`` seeds every method; with several seeds each method gets one row per seed and a
+row with their mean, and the chart shows the means. Seed 42 (prodcat's default) writes its models to
+``OUTPUT_DIR/DATASET``, any other seed to ``OUTPUT_DIR/DATASET-seedN``.
 The ``ensemble`` row is the opt-in n-gram ensemble (prodcat.ngram) fitted on that same model and its
 splits, as ``--ngram_ensemble true`` does at the end of training, and predicted with ``--ensemble``.
 Not in the default table (they double prodcat's training time): ``--methods refit refit_ensemble`` trains with
@@ -32,6 +36,9 @@ import numpy as np
 import pandas as pd
 
 from common import ROOT, split_paths, write_benchmarks_block
+
+#: prodcat's default seed: its models keep the folder names they had before ``--seed`` took several values.
+DEFAULT_SEED = 42
 
 DATASETS = ["bigbasket-27k", "pricerunner-35k"]
 METHODS = ["prodcat", "ensemble", "tfidf", "fasttext"]
@@ -100,10 +107,24 @@ def training_summary(output_dir: str) -> dict | None:
         return json.load(handle)
 
 
+def model_dir(output_dir: str, dataset: str, seed: int) -> str:
+    """Where prodcat's model for ``dataset`` and ``seed`` goes (the ``refit`` methods add ``-refit``).
+
+    Example:
+        >>> model_dir("bench_out", "bigbasket-27k", 42), model_dir("bench_out", "bigbasket-27k", 1)
+        ('bench_out/bigbasket-27k', 'bench_out/bigbasket-27k-seed1')
+    """
+    return os.path.join(output_dir, dataset if seed == DEFAULT_SEED else f"{dataset}-seed{seed}")
+
+
 def run_prodcat(
-    train_path: str, test: pd.DataFrame, test_path: str, output_dir: str, dataset: str, reuse: bool = False, extra_flags: tuple = ()
+    train_path: str, test: pd.DataFrame, test_path: str, output_dir: str, dataset: str, seed: int = DEFAULT_SEED,
+    reuse: bool = False, extra_flags: tuple = (),
 ) -> tuple[list[str], float, float]:
-    """Train prodcat with its defaults and ``extra_flags`` (or, with ``reuse``, score the model an earlier run left in ``output_dir``)."""
+    """Train prodcat with its defaults, ``seed`` and ``extra_flags``.
+
+    With ``reuse``, score the model an earlier run left in ``output_dir`` instead (it must have the same seed).
+    """
     from prodcat.args import parse_train_args
     from prodcat.calibration import load_saved_model
     from prodcat.inference import predict_logits
@@ -113,11 +134,13 @@ def run_prodcat(
     if summary is not None:
         if summary.get("train_file") != os.path.basename(train_path):
             raise SystemExit(f"--reuse_models: {output_dir} was trained on {summary.get('train_file')}, not {train_path}")
+        if summary["hyperparameters"]["seed"] != seed:
+            raise SystemExit(f"--reuse_models: {output_dir} was trained with seed {summary['hyperparameters']['seed']}, not {seed}")
         print(f"   reusing the model in {output_dir} (train seconds as recorded by its training run)")
     else:
-        # Data and output locations only (plus the card's dataset name): every training setting is a default.
+        # Data and output locations, the seed and the card's dataset name: every training setting is a default.
         flags = ["--train_file", train_path, "--test_file", test_path, "--text_columns", "text", "--output_dir", output_dir,
-                 "--dataset_name", dataset, *extra_flags]
+                 "--seed", str(seed), "--dataset_name", dataset, *extra_flags]
         run_training(*parse_train_args(flags))
     train_seconds = recorded_train_seconds(training_summary(output_dir))
     model, tokenizer = load_saved_model(output_dir, device="cpu")
@@ -184,21 +207,21 @@ def run_ensemble(train_path: str, test: pd.DataFrame, output_dir: str) -> tuple[
 
 def run_method(
     method: str, train_path: str, train: pd.DataFrame, test: pd.DataFrame, test_path: str, output_dir: str, dataset: str,
-    args: argparse.Namespace,
+    seed: int, reuse_models: bool,
 ) -> tuple[list[str], float, float] | None:
     """``(predicted test categories, train seconds, predict items/s)`` of one method; None when it was skipped."""
     if method == "prodcat":
-        return run_prodcat(train_path, test, test_path, output_dir, dataset, args.reuse_models)
+        return run_prodcat(train_path, test, test_path, output_dir, dataset, seed, reuse_models)
     if method == "ensemble":
         return run_ensemble(train_path, test, output_dir)
     if method == "refit":
         refit_flags = ("--refit_on_all_rows", "true", "--ngram_ensemble", "true")
-        return run_prodcat(train_path, test, test_path, output_dir + "-refit", dataset, args.reuse_models, refit_flags)
+        return run_prodcat(train_path, test, test_path, output_dir + "-refit", dataset, seed, reuse_models, refit_flags)
     if method == "refit_ensemble":
         return run_refit_ensemble(output_dir + "-refit", test)
     if method == "tfidf":
-        return run_tfidf(train, test, args.seed)
-    return run_fasttext(train, test, args.seed)
+        return run_tfidf(train, test, seed)
+    return run_fasttext(train, test, seed)
 
 
 def score(predicted: list[str], references: list[str]) -> dict[str, float]:
@@ -206,6 +229,40 @@ def score(predicted: list[str], references: list[str]) -> dict[str, float]:
     from prodcat.metrics.taxonomy_metrics import taxonomy_scores
 
     return taxonomy_scores([normalize_path(p) for p in predicted], [normalize_path(r) for r in references])
+
+
+def mean_rows(rows: list[dict]) -> list[dict]:
+    """One row per (dataset, method) with the mean of its rows' scores and times, ``mean_of`` (their seeds) and
+    ``macro_f1_range`` (the lowest and highest macro-F1 of those seeds).
+
+    Example:
+        >>> mean_rows([{"dataset": "d", "method": "m", "seed": 1, "macro_f1": 0.5},
+        ...            {"dataset": "d", "method": "m", "seed": 2, "macro_f1": 0.75}])
+        [{'dataset': 'd', 'method': 'm', 'mean_of': [1, 2], 'macro_f1_range': (0.5, 0.75), 'macro_f1': 0.625}]
+    """
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["dataset"], row["method"]), []).append(row)
+    means = []
+    for (dataset, method), group in groups.items():
+        macro_f1 = [row["macro_f1"] for row in group]
+        mean = {"dataset": dataset, "method": method, "mean_of": [row["seed"] for row in group],
+                "macro_f1_range": (min(macro_f1), max(macro_f1))}
+        for key in group[0]:
+            if key not in ("dataset", "method", "seed") and all(key in row for row in group):
+                mean[key] = float(np.mean([row[key] for row in group]))
+        means.append(mean)
+    return means
+
+
+def method_label(row: dict) -> str:
+    """The table's method cell: the method's name, and its seed or seeds when the run had several."""
+    if "mean_of" in row:
+        low, high = row["macro_f1_range"]
+        return f"{METHOD_NAMES[row['method']]}, mean of seeds {', '.join(map(str, row['mean_of']))} (macro-F1 {low:.3f}-{high:.3f})"
+    if "seed" in row:
+        return f"{METHOD_NAMES[row['method']]}, seed {row['seed']}"
+    return METHOD_NAMES[row["method"]]
 
 
 def format_table(rows: list[dict]) -> str:
@@ -216,7 +273,7 @@ def format_table(rows: list[dict]) -> str:
     for row in rows:
         levels = [f"{row[f'level_{k}_accuracy']:.3f}" if f"level_{k}_accuracy" in row else "-" for k in range(1, depth + 1)]
         cells = [
-            row["dataset"], METHOD_NAMES[row["method"]], f"{row['accuracy']:.3f}", f"{row['macro_f1']:.3f}",
+            row["dataset"], method_label(row), f"{row['accuracy']:.3f}", f"{row['macro_f1']:.3f}",
             f"{row['weighted_f1']:.3f}", *levels, f"{row['hierarchical_f1']:.3f}", f"{row['train_seconds']:.0f}",
             f"{row['items_per_second']:.0f}",
         ]
@@ -253,7 +310,10 @@ def main() -> int:
     parser.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS + OPT_IN_METHODS)
     parser.add_argument("--output_dir", default=os.path.join(ROOT, "bench_out"), help="Where prodcat models are written.")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[DEFAULT_SEED],
+        help="Seed of every method (default 42). Several seeds: one row per seed and per method, then their mean.",
+    )
     parser.add_argument("--write", action="store_true", help="Update BENCHMARKS.md and benchmarks/accuracy.png.")
     parser.add_argument(
         "--reuse_models", action="store_true",
@@ -274,11 +334,13 @@ def main() -> int:
     if not rows:
         print("no dataset found: nothing to benchmark")
         return 0
+    if len(args.seeds) > 1:
+        rows = rows + mean_rows(rows)
     table = format_table(rows)
     print("\n" + table)
     if args.write:
         png = os.path.join(ROOT, "benchmarks", "accuracy.png")
-        plot(rows, png)
+        plot([row for row in rows if "seed" not in row], png)  # the means when there are several seeds
         write_benchmarks_block("accuracy-table", f"{table}\n\n![accuracy and macro-F1]({os.path.relpath(png, ROOT)})")
         print(f"wrote BENCHMARKS.md and {os.path.relpath(png, ROOT)}")
     return 0
@@ -292,7 +354,7 @@ def run_parallel(args: argparse.Namespace) -> list[dict]:
         for i, dataset in enumerate(args.datasets):
             rows_json = os.path.join(folder, f"{i}.json")
             command = [sys.executable, os.path.abspath(__file__), "--datasets", dataset, "--methods", *args.methods,
-                       "--output_dir", args.output_dir, "--seed", str(args.seed), "--rows_json", rows_json]
+                       "--output_dir", args.output_dir, "--seed", *map(str, args.seeds), "--rows_json", rows_json]
             if args.reuse_models:
                 command.append("--reuse_models")
             env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -317,16 +379,20 @@ def run_datasets(args: argparse.Namespace) -> list[dict]:
         train_path, test_path = paths
         train = pd.read_csv(train_path, dtype=str, keep_default_na=False)
         test = pd.read_csv(test_path, dtype=str, keep_default_na=False)
-        for method in args.methods:
-            print(f"== {dataset}: {METHOD_NAMES[method]}", flush=True)
-            found = run_method(method, train_path, train, test, test_path, os.path.join(args.output_dir, dataset), dataset, args)
-            if found is None:
-                continue
-            predicted, train_seconds, ips = found
-            row = {"dataset": dataset, "method": method, "train_seconds": train_seconds, "items_per_second": ips}
-            row.update(score(predicted, test.category.tolist()))
-            rows.append(row)
-            print(format_table([row]), flush=True)
+        for seed in args.seeds:
+            output_dir = model_dir(args.output_dir, dataset, seed)
+            for method in args.methods:
+                print(f"== {dataset}, seed {seed}: {METHOD_NAMES[method]}", flush=True)
+                found = run_method(method, train_path, train, test, test_path, output_dir, dataset, seed, args.reuse_models)
+                if found is None:
+                    continue
+                predicted, train_seconds, ips = found
+                row = {"dataset": dataset, "method": method, "train_seconds": train_seconds, "items_per_second": ips}
+                if len(args.seeds) > 1:
+                    row["seed"] = seed
+                row.update(score(predicted, test.category.tolist()))
+                rows.append(row)
+                print(format_table([row]), flush=True)
     return rows
 
 

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
-from accuracy import recorded_train_seconds  # noqa: E402
+from accuracy import format_table, mean_rows, model_dir, recorded_train_seconds, run_prodcat  # noqa: E402
 from common import write_benchmarks_block  # noqa: E402
 from few_shot import sample_per_category  # noqa: E402
 from recipe_cv import compare, fold_assignment  # noqa: E402
@@ -127,6 +127,52 @@ def test_recorded_train_seconds_adds_the_held_out_first_run_of_a_refit():
     refit = {**plain, "refit_on_all_rows": {"holdout_train_wall_seconds": 90.0}}
     assert recorded_train_seconds(plain) == 100.0
     assert recorded_train_seconds(refit) == 190.0
+
+
+def _scored_row(method: str, seed: int, macro_f1: float, train_seconds: float) -> dict:
+    return {"dataset": "d", "method": method, "seed": seed, "accuracy": 0.7, "macro_f1": macro_f1, "weighted_f1": 0.7,
+            "level_1_accuracy": 0.9, "hierarchical_f1": 0.8, "train_seconds": train_seconds, "items_per_second": 100.0}
+
+
+def test_accuracy_means_each_method_over_its_seeds_and_names_them_in_the_table():
+    rows = [_scored_row("prodcat", 42, 0.60, 100.0), _scored_row("tfidf", 42, 0.59, 10.0),
+            _scored_row("prodcat", 1, 0.62, 120.0), _scored_row("tfidf", 1, 0.59, 12.0)]
+    means = mean_rows(rows)
+    assert [(m["method"], m["mean_of"]) for m in means] == [("prodcat", [42, 1]), ("tfidf", [42, 1])]
+    assert means[0]["macro_f1"] == pytest.approx(0.61) and means[0]["train_seconds"] == pytest.approx(110.0)
+    assert "seed" not in means[0]
+    table = format_table(rows + means).splitlines()
+    assert "prodcat (defaults, all-MiniLM-L6-v2), seed 1 | 0.700 | 0.620 |" in table[4]
+    assert "prodcat (defaults, all-MiniLM-L6-v2), mean of seeds 42, 1 (macro-F1 0.600-0.620) | 0.700 | 0.610 |" in table[6]
+    single = {key: value for key, value in rows[0].items() if key != "seed"}
+    assert "| prodcat (defaults, all-MiniLM-L6-v2) | 0.700 |" in format_table([single])  # one seed: no seed in the name
+
+
+def test_accuracy_trains_prodcat_with_the_seed_it_was_given(tmp_path, monkeypatch):
+    import prodcat.training
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_run_training(model_args, data_args, training_args):
+        seen["seed"], seen["output_dir"] = training_args.seed, training_args.output_dir
+        raise Stop
+
+    monkeypatch.setattr(prodcat.training, "run_training", fake_run_training)
+    output_dir = model_dir(str(tmp_path), "bigbasket-27k", 1)
+    with pytest.raises(Stop):
+        run_prodcat("train.csv", pd.DataFrame(), "test.csv", output_dir, "bigbasket-27k", seed=1)
+    assert seen == {"seed": 1, "output_dir": str(tmp_path / "bigbasket-27k-seed1")}
+    assert model_dir(str(tmp_path), "bigbasket-27k", 42) == str(tmp_path / "bigbasket-27k")  # the default keeps its folder
+
+
+def test_accuracy_refuses_to_reuse_a_model_trained_with_another_seed(tmp_path):
+    with open(tmp_path / "training_summary.json", "w") as handle:
+        json.dump({"train_file": "train.csv", "hyperparameters": {"seed": 42}}, handle)
+    with pytest.raises(SystemExit, match="trained with seed 42, not 1"):
+        run_prodcat("data/train.csv", pd.DataFrame(), "test.csv", str(tmp_path), "bigbasket-27k", seed=1, reuse=True)
 
 
 def test_training_speed_runs_the_processes_variant_under_torchrun_and_only_it():
