@@ -8,8 +8,8 @@ Usage::
 For each k, the training set keeps at most k rows of every leaf category of
 ``../shared/data/bigbasket-27k/train.csv`` (rows shuffled once with ``--seed``, then the first k of each
 category, so each smaller set is a subset of the larger ones; categories with fewer rows keep all of
-theirs). Every method trains on that set and is scored on the full test split. prodcat runs with its
-defaults (its validation split is carved from the sampled rows). Skips with a message when the
+theirs). Every method trains on that set, with the same ``--seed``, and is scored on the full test split. prodcat
+runs with its defaults (its validation split is carved from the sampled rows). Skips with a message when the
 data is absent.
 
 Prints one table (examples per category, training rows, accuracy, macro-F1, train seconds per method)
@@ -111,7 +111,9 @@ def main() -> int:
             for method in args.methods:
                 print(f"== {shots} per category ({len(subset):,} rows): {METHOD_NAMES[method]}", flush=True)
                 output = os.path.join(args.output_dir, f"{DATASET}-{shots}")
-                found = run_method(method, subset_path, subset, test, test_path, output, f"{DATASET} ({shots} per category)", args)
+                found = run_method(
+                    method, subset_path, subset, test, test_path, output, f"{DATASET} ({shots} per category)", args.seed, args.reuse_models
+                )
                 if found is None:
                     continue
                 predicted, seconds, _ = found
