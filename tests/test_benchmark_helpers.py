@@ -175,6 +175,27 @@ def test_accuracy_refuses_to_reuse_a_model_trained_with_another_seed(tmp_path):
         run_prodcat("data/train.csv", pd.DataFrame(), "test.csv", str(tmp_path), "bigbasket-27k", seed=1, reuse=True)
 
 
+def test_few_shot_trains_every_method_with_its_seed(tmp_path, monkeypatch, capsys):
+    import few_shot
+
+    rows = pd.DataFrame({"text": [f"title {i}" for i in range(12)], "category": ["a > x", "a > y", "b > z"] * 4})
+    rows.to_csv(tmp_path / "train.csv", index=False)
+    rows.to_csv(tmp_path / "test.csv", index=False)
+    calls = []
+
+    def fake_run_method(method, train_path, train, test, test_path, output_dir, dataset, seed, reuse_models):
+        calls.append((method, len(train), seed, reuse_models))
+        return test.category.tolist(), 1.0, 100.0
+
+    monkeypatch.setattr(few_shot, "split_paths", lambda dataset: (str(tmp_path / "train.csv"), str(tmp_path / "test.csv")))
+    monkeypatch.setattr(few_shot, "run_method", fake_run_method)
+    monkeypatch.setattr(sys, "argv", ["few_shot.py", "--shots", "2", "--methods", "prodcat", "tfidf", "--seed", "7",
+                                      "--reuse_models", "--output_dir", str(tmp_path / "out")])
+    assert few_shot.main() == 0
+    assert calls == [("prodcat", 6, 7, True), ("tfidf", 6, 7, True)]  # 2 rows of each of 3 categories
+    assert "(seed 7)" in capsys.readouterr().out
+
+
 def test_training_speed_runs_the_processes_variant_under_torchrun_and_only_it():
     import argparse
 
