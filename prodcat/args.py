@@ -1,7 +1,7 @@
 """Command-line and config-file arguments: dataclass groups parsed with ``HfArgumentParser``.
 
 Every ``TrainingArguments`` flag works too; prodcat only changes some defaults to ones tuned for
-product categorisation with a small encoder on CPU (see ``BENCHMARKS.md`` for the experiments).
+product categorisation with a small encoder on CPU (see docs/experiments.md for the evidence).
 
 Example:
     >>> model_args, data_args, training_args = parse_train_args(["--num_train_epochs", "1"])
@@ -95,11 +95,11 @@ class ModelArguments:
         },
     )
     ngram_ensemble: bool = field(
-        default=False,
+        default=True,
         metadata={
-            "help": "Also fit a TF-IDF n-gram model (saved in ngram/, no pickle) and its ensemble weight on validation; "
-            "used by prodcat's predictor with --ensemble (more accurate on long-tailed catalogues). The saved "
-            "transformer and what pipeline() returns are unchanged."
+            "help": "Also fit a TF-IDF n-gram model (saved in ngram/, no pickle) and its pooling weight on validation; "
+            "prodcat's predictor pools it with the transformer whenever the model folder has one (--ensemble false: the "
+            "transformer alone). pipeline() loads the transformer alone. 'false' fits none."
         },
     )
 
@@ -176,8 +176,8 @@ class ProdcatTrainingArguments(TrainingArguments):
     save_strategy: str = _with_default("epoch", "Checkpoint every epoch.")
     logging_strategy: str = _with_default("steps", "Log every logging_steps.")
     logging_steps: float = _with_default(50, "Log every N steps.")
-    # The last epoch, not the best one: on a 10% held-out split the best-scoring epoch is a noisy pick that
-    # costs 0.5 points of macro-F1 on average against the last (the schedule decays to 0), BENCHMARKS.md session 10.
+    # The last epoch, not the best one: on a 10% held-out split the best-scoring epoch is a noisy pick, and the
+    # linear schedule decays to 0, so the last epoch scores better on average (docs/experiments.md).
     load_best_model_at_end: bool = _with_default(
         False, "Keep the checkpoint with the best metric_for_best_model instead of the last epoch's."
     )
@@ -206,9 +206,8 @@ class ProdcatTrainingArguments(TrainingArguments):
         "False: each process normalises its own loss, so the logged loss has the single-process scale under DDP "
         "(with True, Trainer multiplies the loss of BERT models by the number of processes).",
     )
-    # None = decide per machine in __post_init__: on a CPU with AMX bf16 units the default recipe trains about
-    # 1.21x faster in bf16 autocast over a whole run, at the same accuracy (BENCHMARKS.md sessions 19-20);
-    # weights are kept and saved in fp32.
+    # None = decide per machine in __post_init__: on a CPU with AMX bf16 units bf16 autocast trains faster at
+    # the same accuracy (docs/benchmarks.md); weights are kept and saved in fp32.
     bf16: bool | None = _with_default(
         None,
         "bf16 mixed precision. Default: on when training on a CPU with AMX bf16 units (Intel Xeon 4th generation and "

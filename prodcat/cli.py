@@ -52,7 +52,24 @@ def train_main(argv: list[str]) -> int:
                 k: round(v, 4) for k, v in results[split].items() if isinstance(v, float) and "runtime" not in k and "per_second" not in k
             }
             print(f"{split} metrics: {shown}")
+    print_prediction_paths(results)
     return 0
+
+
+def print_prediction_paths(results: dict) -> None:
+    """One line per prediction path with its validation and test accuracy / macro-F1 (the default path first)."""
+    from .training import predictor_scores
+
+    paths = predictor_scores(results)
+    names = {"ensemble": "transformer + n-gram model (prodcat's default)", "transformer": "transformer alone (pipeline())"}
+    for key in sorted(paths, key=lambda name: name != "ensemble"):
+        figures = paths[key]
+        shown = [
+            f"{split} accuracy {figures[f'{split}_accuracy']:.4f} macro-F1 {figures[f'{split}_macro_f1']:.4f}"
+            for split in ("validation", "test") if f"{split}_accuracy" in figures and f"{split}_macro_f1" in figures
+        ]
+        if shown:
+            print(f"{names[key]}: {', '.join(shown)}")
 
 
 def _delegate(module: str, doc: str) -> Callable[[list[str]], int]:

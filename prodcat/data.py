@@ -743,9 +743,9 @@ def add_category_name_examples(train: Dataset) -> Dataset:
     """``train`` plus one example per category whose text is the category's name (:func:`category_name_text`).
 
     Why: a category's name describes its products ("Hair Oil & Serum"), and a pretrained encoder
-    reads it as language, so a rare category gains an example that no title can mislabel. Measured
-    on bigbasket-27k in BENCHMARKS.md (session 7). The rows go to the training split only: validation
-    and test scores stay about real titles.
+    reads it as language, so a rare category gains an example that no title can mislabel (measured in
+    docs/experiments.md). The rows go to the training split only: validation and test scores stay about
+    real titles.
 
     Example:
         >>> table = load_table("data/sample_products.csv", ["description"], "category")

@@ -2,8 +2,13 @@
 
 Example:
     $ prodcat evaluate --model outputs/model --test_file test.csv --report_dir outputs/report
+    scored: transformer + n-gram model (torch)
     accuracy 0.7421  macro-F1 0.5893  hierarchical F1 0.8102  level-1 0.8791  ECE 0.0213
     report: outputs/report (metrics.json, per_class.csv, ... reliability.png)
+
+It scores exactly the path ``predict.py`` would use with the same ``--backend``, ``--quantize`` and
+``--ensemble`` flags: by default the transformer pooled with the model's n-gram model when the folder
+has one; ``--ensemble false`` scores the transformer alone (what ``pipeline()`` returns).
 
 Text columns, label column and sequence length default to what the model was trained with (read
 from ``training_summary.json`` in the model folder), else ``description`` / ``category`` / 64.
@@ -17,6 +22,7 @@ import os
 
 from .errors import ProdcatError
 from .hierarchy import CANONICAL_SEPARATOR
+from .predict_cli import add_predictor_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=64, help="Texts per inference batch.")
     parser.add_argument("--max_seq_length", type=int, default=None, help="Tokens per text (default: as in training, else 64).")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu).")
+    parser.add_argument("--num_threads", type=int, default=None, help="CPU threads (default: all cores).")
+    add_predictor_options(parser)
     return parser
 
 
@@ -56,8 +64,8 @@ def training_settings(model_dir: str) -> dict:
 
 def main(argv: list[str]) -> int:
     """Run ``prodcat evaluate``; returns the exit code (ProdcatError for bad input)."""
-    from .calibration import load_saved_model
     from .data import load_table
+    from .predictor import Categorizer
     from .report import REPORT_FILES, write_report
 
     args = build_parser().parse_args(argv)
@@ -78,16 +86,16 @@ def main(argv: list[str]) -> int:
         raise ProdcatError(f"--max_seq_length must be at least 1 (got {max_length})")
 
     table = load_table(args.test_file, text_columns, label_column, args.label_separator)
-    model, tokenizer = load_saved_model(args.model, args.device)
+    categorizer = Categorizer.from_pretrained(
+        args.model, backend=args.backend, quantize=args.quantize, device=args.device, max_seq_length=max_length,
+        num_threads=args.num_threads, recheck_margin=args.recheck_margin, ensemble=args.ensemble,
+    )
+    path = "transformer + n-gram model" if categorizer.ensemble is not None else "transformer alone"
+    print(f"scored: {path} ({categorizer.backend})")
+    scores, temperature = categorizer.log_scores(table.texts, args.batch_size)
     metrics = write_report(
-        model,
-        tokenizer,
-        table.texts,
-        table.labels,
-        args.report_dir,
-        batch_size=args.batch_size,
-        max_length=max_length,
-        source_rows=table.source_rows,
+        scores, categorizer.labels, table.texts, table.labels, args.report_dir, temperature=temperature,
+        predictor="ensemble" if categorizer.ensemble is not None else "transformer", source_rows=table.source_rows,
     )
     parts = [
         f"accuracy {metrics['accuracy']:.4f}", f"macro-F1 {metrics['macro_f1']:.4f}", f"hierarchical F1 {metrics['hierarchical_f1']:.4f}"

@@ -3,9 +3,12 @@
 One commit (``HfApi.create_repo(exist_ok=True)`` + ``HfApi.create_commit`` with explicit
 ``CommitOperationAdd`` s) uploads exactly what someone needs to use the model: weights
 (safetensors), config, tokenizer, the generated model card, the result files and ``onnx/`` when it
-exists. Checkpoint folders, optimizer/scheduler/RNG states and pickles (``training_args.bin``) stay
-local unless ``include_checkpoints``. The directory on disk is never changed unless the push
-succeeds (only then is ``README.md`` rewritten with the Hub id), so a failed push loses nothing.
+exists, and ``ngram/`` (the n-gram model prodcat pools with the transformer by default; its
+vocabulary lists words of the training texts, so ``include_ngram=False`` / ``--ngram_ensemble false``
+leaves it out, and the card then does not mention it). Checkpoint folders, optimizer/scheduler/RNG
+states and pickles (``training_args.bin``) stay local unless ``include_checkpoints``. The directory
+on disk is never changed unless the push succeeds (only then is ``README.md`` rewritten with the
+Hub id), so a failed push loses nothing.
 
 The token is taken from ``--token``, else ``HF_TOKEN``, else the saved ``hf auth login``; it is
 passed to ``huggingface_hub`` only, never logged, printed or written, and every file is checked
@@ -28,6 +31,7 @@ import argparse
 import contextlib
 import fnmatch
 import importlib
+import json
 import logging
 import os
 import sys
@@ -41,6 +45,8 @@ from huggingface_hub.utils import get_token, validate_repo_id
 from . import model_card
 from .errors import ProdcatError, first_line
 from .io import atomic_path
+from .ngram import SUBDIR as NGRAM_SUBDIR
+from .ngram import VOCABULARY_FILE, has_ensemble
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +73,8 @@ MODEL_FILE_PATTERNS = (
 #: Sub-folders sent with a push, and which files in them.
 FOLDER_PATTERNS = {
     "onnx": ("*",),
-    # The n-gram ensemble (--ngram_ensemble); its vocabulary lists words and word pairs of the training texts.
-    "ngram": ("config.json", "vocabulary.json", "weights.safetensors"),
+    # The n-gram model prodcat pools by default; its vocabulary lists words and word pairs of the training texts.
+    NGRAM_SUBDIR: ("config.json", "vocabulary.json", "weights.safetensors"),
     # The evaluation report's summaries and plots; not per-row files, which hold product texts.
     "report": ("*.json", "*.md", "*.png", "*.svg"),
 }
@@ -147,8 +153,11 @@ def _walk_files(root: str, folder: str) -> Iterator[str]:
                 yield os.path.relpath(full, root).replace(os.sep, "/")
 
 
-def files_to_push(output_dir: str, include_checkpoints: bool = False) -> list[str]:
+def files_to_push(output_dir: str, include_checkpoints: bool = False, include_ngram: bool = True) -> list[str]:
     """Relative paths of the files a push uploads (``README.md`` is added from the rendered card).
+
+    ``ngram/`` goes only with ``include_ngram`` and only when it holds a model (``ngram/config.json``),
+    the same test that decides whether the card describes it.
 
     Example:
         >>> files_to_push("outputs/model")[:3]
@@ -160,6 +169,8 @@ def files_to_push(output_dir: str, include_checkpoints: bool = False) -> list[st
         if os.path.isfile(path) and not os.path.islink(path):
             if any(fnmatch.fnmatch(name, p) for p in MODEL_FILE_PATTERNS) and not _excluded(name):
                 selected.append(name)
+        elif name == NGRAM_SUBDIR and not (include_ngram and has_ensemble(output_dir)):
+            continue
         elif os.path.isdir(path) and name in FOLDER_PATTERNS:
             for rel in _walk_files(output_dir, name):
                 base = rel.rsplit("/", 1)[-1]
@@ -169,6 +180,28 @@ def files_to_push(output_dir: str, include_checkpoints: bool = False) -> list[st
             # Everything Trainer needs to resume: optimizer, scheduler, RNG states (pickles) included.
             selected.extend(_walk_files(output_dir, name))
     return selected
+
+
+def ngram_vocabulary_size(output_dir: str) -> int | None:
+    """How many words and word pairs ``ngram/vocabulary.json`` lists, or ``None`` if it cannot be read."""
+    try:
+        with open(os.path.join(output_dir, NGRAM_SUBDIR, VOCABULARY_FILE), encoding="utf-8") as handle:
+            words = json.load(handle).get("word")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return len(words) if isinstance(words, list) else None
+
+
+def _log_ngram_push(output_dir: str, files: list[str]) -> None:
+    """Say that the n-gram model goes with the push: its vocabulary makes words of the training texts public."""
+    if not any(rel.startswith(f"{NGRAM_SUBDIR}/") for rel in files):
+        return
+    size = ngram_vocabulary_size(output_dir)
+    listed = f"lists {size:,} words and word pairs" if size is not None else "lists words and word pairs"
+    logger.info(
+        "pushing %s/ (the n-gram model): its %s %s from the training texts; pass --ngram_ensemble false to leave it out",
+        NGRAM_SUBDIR, VOCABULARY_FILE, listed,
+    )
 
 
 def _file_contains(path: str, needle: bytes) -> bool:
@@ -274,13 +307,15 @@ def push_output_dir(
     license: str | None = None,
     dataset_id: str | None = None,
     dataset_name: str | None = None,
+    include_ngram: bool = True,
 ) -> str:
     """Upload a trained output directory to ``hub_model_id`` in one commit; returns the commit URL.
 
     ``private=None`` keeps the Hub default (public unless the organisation says otherwise) for a new
     repo; an existing repo keeps its visibility. ``license=None`` keeps the license of the existing
-    card. Every check that needs no network (model present, repo id, token, card renders) runs
-    before anything is sent; ``README.md`` on disk is rewritten only after the commit succeeded.
+    card. ``include_ngram=False`` leaves ``ngram/`` out of the upload and out of the card. Every
+    check that needs no network (model present, repo id, token, card renders) runs before anything
+    is sent; ``README.md`` on disk is rewritten only after the commit succeeded.
 
     Example:
         >>> push_output_dir("outputs/model", "acme/prodcat-grocery", license="apache-2.0")
@@ -294,13 +329,15 @@ def push_output_dir(
     def render(repo_id: str) -> str:
         return str(
             model_card.render_model_card(
-                output_dir, license=license, hub_model_id=repo_id, dataset_id=dataset_id, dataset_name=dataset_name
+                output_dir, license=license, hub_model_id=repo_id, dataset_id=dataset_id, dataset_name=dataset_name,
+                include_ngram=include_ngram,
             )
         )
 
     card_text = render(hub_model_id)
-    files = files_to_push(output_dir, include_checkpoints)
+    files = files_to_push(output_dir, include_checkpoints, include_ngram)
     refuse_files_with_token(output_dir, files, token)
+    _log_ngram_push(output_dir, files)
     api = HfApi()
     with _hub_errors(output_dir, hub_model_id, token):
         repo_url = api.create_repo(hub_model_id, token=token, private=private, repo_type="model", exist_ok=True)
@@ -358,14 +395,20 @@ def finish_training_push(
     license: str | None = None,
     dataset_id: str | None = None,
     dataset_name: str | None = None,
+    include_ngram: bool = True,
 ) -> str | None:
-    """End of training (main process only): write the card, then push when asked; returns the URL or ``None``."""
+    """End of training (main process only): write the card, then push when asked; returns the URL or ``None``.
+
+    ``include_ngram``: the run's ``--ngram_ensemble``; ``False`` keeps any ``ngram/`` in the folder (e.g. one
+    left by an earlier run) out of the card and the push.
+    """
     model_card.write_model_card(
         output_dir,
         license=license,
         hub_model_id=request.hub_model_id if request else None,
         dataset_id=dataset_id,
         dataset_name=dataset_name,
+        include_ngram=include_ngram,
     )
     if request is None:
         return None
@@ -377,6 +420,7 @@ def finish_training_push(
         license=license,
         dataset_id=dataset_id,
         dataset_name=dataset_name,
+        include_ngram=include_ngram,
     )
 
 
@@ -393,10 +437,20 @@ class _Parser(argparse.ArgumentParser):
         raise ProdcatError(f"push: {' '.join(words)} (see prodcat push --help)")
 
 
+def _boolean(text: str) -> bool:
+    """``true``/``false`` (also yes/no, 1/0), spelled as for ``prodcat train``'s boolean options."""
+    value = text.strip().lower()
+    if value in {"true", "t", "yes", "y", "1"}:
+        return True
+    if value in {"false", "f", "no", "n", "0"}:
+        return False
+    raise argparse.ArgumentTypeError("expected true or false")  # the value is not echoed: it could be a mistyped token
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="prodcat push",
-        description="Upload a trained output directory (model, tokenizer, card, results, onnx/) to the Hugging Face Hub.",
+        description="Upload a trained output directory (model, tokenizer, card, results, onnx/, ngram/) to the Hugging Face Hub.",
     )
     parser.add_argument("output_dir", help="The --output_dir of a finished training run.")
     parser.add_argument("--hub_model_id", required=True, help="Hub repository, e.g. acme/prodcat-grocery (created if missing).")
@@ -413,11 +467,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--include_checkpoints", action="store_true", help="Also upload checkpoint-* folders (optimizer/scheduler/RNG states)."
     )
+    parser.add_argument(
+        "--ngram_ensemble",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="{true,false}",
+        help="Upload ngram/, the n-gram model prodcat pools with the transformer (default true). Its vocabulary.json lists "
+        "words and word pairs of the training texts; 'false' leaves it out, and the card then describes the transformer alone.",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``prodcat push DIR --hub_model_id org/name [--private] [--token T] [--license L]``."""
+    """``prodcat push DIR --hub_model_id org/name [--private] [--token T] [--license L] [--ngram_ensemble false]``."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     url = push_output_dir(
         args.output_dir,
@@ -429,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         license=args.license,
         dataset_id=args.dataset_id,
         dataset_name=args.dataset_name,
+        include_ngram=args.ngram_ensemble,
     )
     print(f"Pushed {args.output_dir} to {url}")
     return 0
@@ -441,6 +506,7 @@ __all__ = [
     "files_to_push",
     "finish_training_push",
     "main",
+    "ngram_vocabulary_size",
     "push_operations",
     "push_output_dir",
     "refuse_files_with_token",

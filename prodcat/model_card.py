@@ -14,6 +14,13 @@ is left out:
 * ``report/metrics.json`` (``prodcat evaluate --report_dir DIR/report``): the coverage curve, and a
   stored ``backoff_threshold`` if there is one
 * ``onnx/``: mentioned in the card and tagged when present
+* ``ngram/`` (the n-gram model prodcat pools with the transformer by default): a section with both
+  prediction paths and their scores (``predictors`` of the summary), and a note on its vocabulary
+
+Which prediction path each figure describes: the results table, the headline and the model-index are
+the transformer alone (what ``pipeline()`` loads, from ``*_results.json``); the coverage table is the
+path that ``report/metrics.json`` names in ``predictor`` (prodcat's default, so the pooled one when
+``ngram/`` exists; left out of a card without the n-gram model, which could not reproduce it).
 
 Where the template lives: the top-level ``model_card.md`` of the repository is the only copy in
 the source tree (people edit the card there, next to README.md). :func:`template_path` finds it as
@@ -47,6 +54,8 @@ from huggingface_hub.utils import validate_repo_id
 from .errors import ProdcatError
 from .hierarchy import path_depth, path_prefix, split_path
 from .io import atomic_path
+from .ngram import SUBDIR as NGRAM_SUBDIR
+from .ngram import has_ensemble
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +78,11 @@ _LEAF_METRICS = [
     ("weighted_f1", "f1", "Weighted-F1", {"average": "weighted"}),
 ]
 _SPLIT_NAMES = {"eval": ("validation", "Validation"), "test": ("test", "Test")}
+#: Splits of the prediction-path table: (key prefix in ``predictors``, column name, key in ``*_results.json``).
+_PATH_SPLITS = (("validation", "Validation", "eval"), ("test", "Test", "test"))
+_PATH_METRICS = ("accuracy", "macro_f1")
+#: Suffix of the model-index metric names when the folder also has the n-gram model.
+_TRANSFORMER_ONLY = " (transformer alone)"
 _RARE_THRESHOLD = 5
 _LIST_LIMIT = 10
 _TOP_LEVEL_LIMIT = 25
@@ -169,14 +183,46 @@ def _split_results(output_dir: str, summary: Mapping) -> dict[str, dict[str, flo
         if not raw:
             continue
         prefix = f"{split}_"
-        cleaned = {
-            key[len(prefix):] if key.startswith(prefix) else key: float(value)
-            for key, value in raw.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
-        }
+        cleaned = {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in _finite_scores(raw).items()}
         if "accuracy" in cleaned:
             results[split] = cleaned
     return results
+
+
+def _finite_scores(raw: Any) -> dict[str, float]:
+    """The finite numbers of a mapping as floats (``None``, booleans, NaN and anything else dropped)."""
+    if not isinstance(raw, Mapping):
+        return {}
+    return {
+        key: float(value)
+        for key, value in raw.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+    }
+
+
+def _predictor_scores(summary: Mapping, results: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """Accuracy and macro-F1 of each prediction path, e.g. ``{"transformer": {"test_accuracy": 0.7}, "ensemble": {...}}``.
+
+    ``predictors`` of the summary first; older summaries only have ``results.ngram_ensemble``
+    (validation of both paths, test of the pooled one). The transformer's ``*_results.json`` fill
+    the gaps, since they are its scores.
+    """
+    predictors = summary.get("predictors")
+    if isinstance(predictors, Mapping):
+        found = {name: _finite_scores(predictors.get(name)) for name in ("transformer", "ensemble")}
+    else:
+        old = (summary.get("results") or {}).get("ngram_ensemble")
+        old = old if isinstance(old, Mapping) else {}
+        found = {
+            name: _finite_scores({f"validation_{m}": old.get(f"validation_{name}_{m}") for m in _PATH_METRICS})
+            for name in ("transformer", "ensemble")
+        }
+        found["ensemble"].update(_finite_scores({f"test_{m}": old.get(f"test_{m}") for m in _PATH_METRICS}))
+    for prefix, _, split in _PATH_SPLITS:
+        for metric in _PATH_METRICS:
+            if metric in results.get(split, {}):
+                found["transformer"].setdefault(f"{prefix}_{metric}", results[split][metric])
+    return found
 
 
 def _report_metrics(output_dir: str) -> dict:
@@ -370,7 +416,8 @@ def _hyperparameters(summary: Mapping) -> list[tuple[str, str]]:
     return rows
 
 
-def _results_table(results: Mapping[str, Mapping[str, float]], depth: int) -> dict | None:
+def _results_table(results: Mapping[str, Mapping[str, float]], depth: int, ngram: bool = False) -> dict | None:
+    """Rows of the transformer's metrics per split; ``ngram``: the folder also has the n-gram model, so say whose they are."""
     if not results:
         return None
     splits = [split for split in ("eval", "test") if split in results]
@@ -408,11 +455,24 @@ def _results_table(results: Mapping[str, Mapping[str, float]], depth: int) -> di
             " There was no test set; validation can be used during training (e.g. to pick the checkpoint), so its scores "
             "may be slightly optimistic."
         )
-    return {"columns": [_SPLIT_NAMES[s][1] for s in splits], "rows": rows, "note": note}
+    lead = (
+        "Scores of the transformer alone, as `pipeline()` loads it (the model-index metadata holds the same figures); "
+        "prodcat's default pools it with the n-gram model, see [Prediction paths](#prediction-paths)."
+        if ngram
+        else ""
+    )
+    return {"columns": [_SPLIT_NAMES[s][1] for s in splits], "rows": rows, "note": note, "lead": lead}
 
 
-def _coverage_table(report: Mapping, thresholds: Sequence[float] = (0.5, 0.7, 0.8, 0.9)) -> dict | None:
-    """Rows of the report's coverage curve at a few thresholds: share answered, accuracy of those."""
+def _coverage_table(report: Mapping, ngram: bool = False, thresholds: Sequence[float] = (0.5, 0.7, 0.8, 0.9)) -> dict | None:
+    """Rows of the report's coverage curve at a few thresholds: share answered, accuracy of those.
+
+    ``ngram``: the card advertises the n-gram model. Without it, a report that scored the pooled
+    path is left out, since a reader of the card could not reproduce it.
+    """
+    pooled = report.get("predictor") == "ensemble"
+    if pooled and not ngram:
+        return None
     curve = report.get("coverage_curve") or {}
     grid, coverage, accuracy = curve.get("thresholds") or [], curve.get("coverage") or [], curve.get("accuracy") or []
     if not (len(grid) == len(coverage) == len(accuracy)) or not grid:
@@ -436,10 +496,15 @@ def _coverage_table(report: Mapping, thresholds: Sequence[float] = (0.5, 0.7, 0.
         if isinstance(n, (int, float))
         else "evaluation report `report/metrics.json`"
     )
+    if ngram:
+        source += "; transformer + n-gram model, prodcat's default" if pooled else "; the transformer alone"
     return {"rows": rows, "source": source}
 
 
-def _headline(results: Mapping[str, Mapping[str, float]], depth: int, summary: Mapping) -> str:
+def _headline(
+    results: Mapping[str, Mapping[str, float]], depth: int, summary: Mapping, pooled: Mapping[str, float] | None = None
+) -> str:
+    """One sentence of the main scores; ``pooled`` (the n-gram path's scores) labels them as the transformer's and adds those."""
     split = "test" if "test" in results else "eval"
     scores = results[split]
     where = "the held-out test set" if split == "test" else "the validation set"
@@ -450,7 +515,44 @@ def _headline(results: Mapping[str, Mapping[str, float]], depth: int, summary: M
         parts.append(f"top-level accuracy {scores['level_1_accuracy']:.3f}")
     n = scores.get("num_examples") or summary.get("num_test" if split == "test" else "num_validation")
     size = f" ({_count(n)} products)" if n else ""
-    return f"On {where}{size}: {', '.join(parts)}."
+    if pooled is None:
+        return f"On {where}{size}: {', '.join(parts)}."
+    text = f"On {where}{size}, the transformer alone (what `pipeline()` loads): {', '.join(parts)}."
+    prefix = "test" if split == "test" else "validation"
+    extra = [f"accuracy **{pooled[f'{prefix}_accuracy']:.3f}**"] if f"{prefix}_accuracy" in pooled else []
+    extra += [f"macro-F1 {pooled[f'{prefix}_macro_f1']:.3f}"] if f"{prefix}_macro_f1" in pooled else []
+    if extra:
+        text += f" Pooled with its n-gram model, as prodcat predicts by default: {', '.join(extra)}."
+    return text
+
+
+def _score_pair(scores: Mapping[str, float], prefix: str) -> str:
+    """``"0.730 / 0.570"`` (accuracy / macro-F1 of one split), ``–`` for what is missing."""
+    values = [scores.get(f"{prefix}_{metric}") for metric in _PATH_METRICS]
+    return "–" if all(v is None for v in values) else " / ".join(_score(v) for v in values)
+
+
+def _prediction_paths(output_dir: str, scores: Mapping[str, Mapping[str, float]], model_ref: str) -> dict:
+    """The card's table of the two prediction paths (pooled with the n-gram model, transformer alone) and their scores."""
+    ref_py, ref_sh = json.dumps(model_ref, ensure_ascii=False), shlex.quote(model_ref)
+    pooled_cli, pooled_py = _md_code(f"prodcat predict --model {ref_sh}"), _md_code(f"Categorizer.from_pretrained({ref_py})")
+    alone_py = _md_code('pipeline("text-classification", model=' + ref_py + ")")
+    alone_cli = _md_code(f"prodcat predict --model {ref_sh} --ensemble false")
+    paths = [
+        ("transformer + n-gram model (prodcat's default)", f"`pip install prodcat`, then {pooled_cli} or {pooled_py}", scores["ensemble"]),
+        ("transformer alone", f"{alone_py}, or {alone_cli}", scores["transformer"]),
+    ]
+    # A split column only where some path has a score for it (no test file: no test column).
+    splits = [(prefix, name) for prefix, name, _ in _PATH_SPLITS if any(_score_pair(s, prefix) != "–" for s in scores.values())]
+    weight = _finite_scores(_read_json(os.path.join(output_dir, NGRAM_SUBDIR, "config.json"))).get("weight")
+    return {
+        "columns": [f"{name} accuracy / macro-F1" for _, name in splits],
+        "rows": [
+            {"name": name, "loaded_by": _md_cell(loaded_by), "cells": [_score_pair(path_scores, prefix) for prefix, _ in splits]}
+            for name, loaded_by, path_scores in paths
+        ],
+        "weight": f"{weight:g}" if weight is not None else None,
+    }
 
 
 def _base_model_display(summary: Mapping) -> str:
@@ -521,8 +623,13 @@ def _license_text(license: str) -> str:
     return f"`{license}`" + (" (see the `LICENSE` file in this repository)." if license == "other" else ".")
 
 
-def _eval_results(results: Mapping[str, Mapping[str, float]], depth: int, dataset_type: str, dataset_name: str) -> list[EvalResult]:
-    """One ``EvalResult`` per (split, metric): the Hub turns them into the ``model-index`` block."""
+def _eval_results(
+    results: Mapping[str, Mapping[str, float]], depth: int, dataset_type: str, dataset_name: str, suffix: str = ""
+) -> list[EvalResult]:
+    """One ``EvalResult`` per (split, metric): the Hub turns them into the ``model-index`` block.
+
+    ``suffix`` ends every metric name (e.g. " (transformer alone)" when the folder also has the n-gram model).
+    """
     evals = []
     for split in ("eval", "test"):
         if split not in results:
@@ -546,7 +653,7 @@ def _eval_results(results: Mapping[str, Mapping[str, float]], depth: int, datase
                     EvalResult(
                         metric_type=metric_type,
                         metric_value=round(scores[key], 4),
-                        metric_name=f"{pretty} {name}",
+                        metric_name=f"{pretty} {name}{suffix}",
                         metric_args=args,
                         metric_config=config,
                         **common,
@@ -582,8 +689,11 @@ def render_model_card(
     hub_model_id: str | None = None,
     dataset_id: str | None = None,
     dataset_name: str | None = None,
+    include_ngram: bool = True,
 ) -> ModelCard:
     """Build the card of a trained output directory (nothing is written).
+
+    ``include_ngram=False`` renders it as if there were no ``ngram/`` (a push that leaves it out).
 
     Example:
         >>> card = render_model_card("outputs/model", hub_model_id="acme/grocery")
@@ -604,6 +714,9 @@ def render_model_card(
     backoff = _backoff_threshold(config, report) if depth > 1 else None
     temperature = config.get("prodcat_temperature")
     onnx = os.path.isdir(os.path.join(output_dir, "onnx"))
+    # The folder decides, as it does for prodcat's predictor: it pools whenever ngram/ holds a model.
+    ngram = include_ngram and has_ensemble(output_dir)
+    path_scores = _predictor_scores(summary, results) if ngram else None
     if dataset_id is not None:
         try:
             validate_repo_id(dataset_id)
@@ -625,7 +738,7 @@ def render_model_card(
         metrics=["accuracy", "f1"] if results else None,
         tags=tags,
         model_name=model_name if results else None,
-        eval_results=_eval_results(results, depth, dataset_type, dataset_pretty) or None,
+        eval_results=_eval_results(results, depth, dataset_type, dataset_pretty, _TRANSFORMER_ONLY if ngram else "") or None,
         widget=[{"text": text} for text in widget_texts] or None,
     )
 
@@ -642,20 +755,6 @@ def render_model_card(
     calibration_text = None
     if "ece_before" in calibration and "ece_after" in calibration:
         calibration_text = f"expected calibration error on validation {calibration['ece_before']:.3f} → {calibration['ece_after']:.3f}"
-    ensemble = (summary.get("results") or {}).get("ngram_ensemble") or {}
-    ensemble_text = None
-    if "validation_transformer_accuracy" in ensemble and "validation_ensemble_accuracy" in ensemble:
-        ensemble_text = (
-            f"On the validation split it moves accuracy {ensemble['validation_transformer_accuracy']:.3f} → "
-            f"{ensemble['validation_ensemble_accuracy']:.3f} and macro-F1 {ensemble['validation_transformer_macro_f1']:.3f} → "
-            f"{ensemble['validation_ensemble_macro_f1']:.3f}"
-        )
-        if "test_accuracy" in ensemble:
-            ensemble_text += (
-                f"; on the test split the ensemble scores accuracy {ensemble['test_accuracy']:.3f}, "
-                f"macro-F1 {ensemble['test_macro_f1']:.3f}"
-            )
-        ensemble_text += "."
     model_ref = hub_model_id or f"./{model_name}"
 
     environment = jinja2.Environment(
@@ -674,8 +773,8 @@ def render_model_card(
         label_counts_known=bool(label_counts),
         data=_data_section(summary, dataset_id),
         hyperparameters=_hyperparameters(summary),
-        results=_results_table(results, depth),
-        headline=_headline(results, depth, summary) if results else "",
+        results=_results_table(results, depth, ngram),
+        headline=_headline(results, depth, summary, path_scores["ensemble"] if path_scores else None) if results else "",
         model_ref=model_ref,
         model_ref_is_local=hub_model_id is None,
         example_text=widget_texts[0] if widget_texts else "Wireless noise-cancelling over-ear headphones",
@@ -687,11 +786,11 @@ def render_model_card(
                 else "an example value; pick yours from the evaluation report's coverage curve"
             ),
         },
-        coverage=_coverage_table(report) if results else None,
+        coverage=_coverage_table(report, ngram) if results else None,
         temperature=None if temperature is None else f"{float(temperature):.3f}",
         calibration=calibration_text,
         onnx=onnx,
-        ensemble=ensemble_text,
+        paths=_prediction_paths(output_dir, path_scores, model_ref) if path_scores else None,
         limitations=_limitations(labels, summary, taxonomy),
         license_text=_license_text(license),
     )
@@ -717,17 +816,22 @@ def write_model_card(
     hub_model_id: str | None = None,
     dataset_id: str | None = None,
     dataset_name: str | None = None,
+    include_ngram: bool = True,
 ) -> str:
     """Render the card and write it atomically to ``output_dir/README.md``; returns that path.
 
     ``license=None`` keeps the license of an existing card, else uses :data:`DEFAULT_LICENSE`.
+    ``include_ngram=False`` leaves the n-gram model out of the card (see :func:`render_model_card`).
 
     Example:
         >>> write_model_card("outputs/model", license="apache-2.0")
         'outputs/model/README.md'
     """
     license = license or existing_license(output_dir) or DEFAULT_LICENSE
-    card = render_model_card(output_dir, license=license, hub_model_id=hub_model_id, dataset_id=dataset_id, dataset_name=dataset_name)
+    card = render_model_card(
+        output_dir, license=license, hub_model_id=hub_model_id, dataset_id=dataset_id, dataset_name=dataset_name,
+        include_ngram=include_ngram,
+    )
     path = os.path.join(output_dir, CARD_NAME)
     with atomic_path(path) as tmp:
         card.save(tmp)

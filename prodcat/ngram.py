@@ -1,4 +1,4 @@
-"""An n-gram companion model stored beside the transformer, and their ensemble (an opt-in predictor).
+"""An n-gram companion model stored beside the transformer, and their ensemble (prodcat's default predictor).
 
 A TF-IDF model (word 1-2 grams + character 2-5 grams within word boundaries, sublinear tf, terms seen
 in at least 2 texts) with a linear SVM makes different mistakes from a fine-tuned transformer:
@@ -7,10 +7,11 @@ it keys on exact spellings, pack sizes and brand tokens. Their log-linear pool
     s_c = (1 - w) * log_softmax(z)_c + w * log_softmax(a * d)_c,    p = softmax(s / T)
 
 (z: the transformer's logits, d: the SVM's decision values, a: their scale, w: the n-gram weight,
-T: a temperature fitted like the transformer's) is more accurate on long-tailed catalogues: on
-bigbasket-27k it adds about 2 points of macro-F1 (see BENCHMARKS.md). ``pipeline("text-classification")``
-cannot express it, so the saved transformer stays the default and the ensemble is used only by
-prodcat's predictor on request (``Categorizer.from_pretrained(..., ensemble=True)``, ``predict.py --ensemble``).
+T: a temperature fitted like the transformer's) is more accurate than either model alone on every
+catalogue measured (docs/benchmarks.md). Training fits it unless ``--ngram_ensemble false``, and prodcat's
+predictor uses it whenever a model folder has one (``Categorizer.from_pretrained(..., ensemble=False)`` and
+``predict.py --ensemble false`` ask for the transformer alone). ``pipeline("text-classification")`` cannot
+express the pool, so it loads the transformer alone.
 
 ``a`` and ``w`` are chosen on the validation split (lowest negative log-likelihood, see
 :func:`fit_ngram_ensemble`), with the n-gram model fitted on the training split; the stored n-gram
@@ -103,7 +104,7 @@ class NgramModel:
         try:
             features = sp.hstack([word.fit_transform(texts), char.fit_transform(texts)]).tocsr()
         except ValueError as err:  # e.g. no term occurs in 2 texts
-            raise ProdcatError(f"the n-gram model cannot be fitted ({err}); train without --ngram_ensemble") from None
+            raise ProdcatError(f"the n-gram model cannot be fitted ({err}); train with --ngram_ensemble false") from None
         svm = LinearSVC(C=SVM_C, random_state=seed).fit(features, list(labels))
         coef, intercept = svm.coef_, svm.intercept_
         if len(svm.classes_) == 2:  # binary LinearSVC returns one row for the second class
@@ -143,7 +144,7 @@ class NgramModel:
 
 
 def has_ensemble(model_dir: str) -> bool:
-    """Whether ``model_dir`` holds an n-gram model saved by ``--ngram_ensemble`` (what ``--ensemble`` loads)."""
+    """Whether ``model_dir`` holds an n-gram model (``ngram/``, fitted unless ``--ngram_ensemble false``)."""
     return os.path.isfile(os.path.join(model_dir, SUBDIR, CONFIG_FILE))
 
 
@@ -232,7 +233,7 @@ class NgramEnsemble:
         folder = os.path.join(model_dir, SUBDIR)
         if not has_ensemble(model_dir):
             raise ProdcatError(
-                f"{model_dir}: no n-gram model ({SUBDIR}/{CONFIG_FILE}); train with --ngram_ensemble true, or predict without --ensemble"
+                f"{model_dir}: no n-gram model ({SUBDIR}/{CONFIG_FILE}); train with --ngram_ensemble true, or predict with --ensemble false"
             )
         try:
             with open(os.path.join(folder, CONFIG_FILE), encoding="utf-8") as handle:
@@ -241,11 +242,17 @@ class NgramEnsemble:
                 vocabulary = json.load(handle)
             tensors = load_file(os.path.join(folder, WEIGHTS_FILE))
         except (OSError, ValueError, SafetensorError) as err:
-            raise ProdcatError(f"{folder}: unreadable n-gram model ({first_line(err)}); retrain with --ngram_ensemble true") from None
+            raise ProdcatError(
+                f"{folder}: unreadable n-gram model ({first_line(err)}); retrain, or predict with --ensemble false"
+            ) from None
         if config.get("format") != FORMAT:
-            raise ProdcatError(f"{folder}: n-gram model format {config.get('format')!r}, this prodcat reads {FORMAT!r}")
+            raise ProdcatError(
+                f"{folder}: n-gram model format {config.get('format')!r}, this prodcat reads {FORMAT!r}; predict with --ensemble false"
+            )
         if labels is not None and list(labels) != list(config["labels"]):
-            raise ProdcatError(f"{folder}: the n-gram model's categories differ from the transformer's; retrain with --ngram_ensemble true")
+            raise ProdcatError(
+                f"{folder}: the n-gram model's categories differ from the transformer's; retrain, or predict with --ensemble false"
+            )
         num_labels = len(config["labels"])
         coef = sp.csr_matrix(
             (tensors["coef_data"], tensors["coef_indices"], tensors["coef_indptr"]), shape=(num_labels, int(config["num_features"]))

@@ -208,8 +208,8 @@ def probe_texts(labels: Sequence[str], extra: Sequence[str] = (), limit: int = 1
 
     Below ``limit`` names, the rest is filled with pairs of leaf names ("Headphones Speakers", in a
     seeded random order): texts between two categories, where int8 flips top-1s most. A small catalogue
-    has too few names alone: on pricerunner-35k's model (10 categories) none of its 15 probes flipped,
-    so the margin was 0 (plain int8); with the pairs it is 0.78 (BENCHMARKS.md, int8 section).
+    has too few names alone: with 10 categories none of the probes may flip, which would give a margin
+    of 0 (plain int8) however close the real titles' top two are.
 
     Example:
         >>> probe_texts(["Audio > Headphones", "Audio > Speakers"])
@@ -437,7 +437,7 @@ class OnnxRunner:
             # Idle worker threads spin-wait for the next op, and keep spinning after a run returns. With two
             # sessions taking turns (int8, then fp32 for near-ties) one pool's spinning would slow the other's
             # run; stopping it when each run returns keeps the fast hand-over between ops inside a run
-            # (no spinning at all was slower for single titles: BENCHMARKS.md, session 18).
+            # (no spinning at all answers single titles later).
             options.add_session_config_entry("session.force_spinning_stop", "1")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

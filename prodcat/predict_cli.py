@@ -60,6 +60,37 @@ SCORE = "score"
 # --------------------------------------------------------------------------------------------
 
 
+ENSEMBLE_CHOICES = {"auto": None, "true": True, "false": False}
+
+
+def ensemble_choice(value: str) -> bool | None:
+    """``--ensemble``'s value as ``Categorizer.from_pretrained`` takes it: auto -> None, true, false."""
+    key = str(value).strip().lower()
+    if key not in ENSEMBLE_CHOICES:
+        raise argparse.ArgumentTypeError(f"{value!r}: use auto, true or false")
+    return ENSEMBLE_CHOICES[key]
+
+
+def add_predictor_options(parser: argparse.ArgumentParser) -> None:
+    """The flags that choose a prediction path: backend, int8, and the n-gram ensemble (predict and evaluate)."""
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="Inference backend (default torch).")
+    parser.add_argument("--quantize", action="store_true", help="ONNX int8 dynamic quantization (with --backend onnx).")
+    parser.add_argument(
+        "--recheck_margin",
+        type=float,
+        help="With --quantize: recompute in fp32 the rows whose top-1/top-2 logit margin is below this "
+        "(default: the margin measured on the category names when quantizing; 0 = pure int8).",
+    )
+    parser.add_argument(
+        "--ensemble",
+        type=ensemble_choice,
+        default=None,
+        metavar="{auto,true,false}",
+        help="Pool the transformer with the model's n-gram model (ngram/, saved by training unless --ngram_ensemble false). "
+        "auto (default): whenever the folder has one; true: require it; false: the transformer alone, as pipeline() gives.",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="predict.py",
@@ -82,19 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--levels", action="store_true", help="Add per-level columns (level_N_category, level_N_score).")
     parser.add_argument("--batch_size", type=int, default=64, help="Texts per forward pass (default 64).")
     parser.add_argument("--chunk_size", type=int, default=8192, help="Rows read, predicted and written at a time (default 8192).")
-    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="Inference backend (default torch).")
-    parser.add_argument("--quantize", action="store_true", help="ONNX int8 dynamic quantization (with --backend onnx).")
-    parser.add_argument(
-        "--recheck_margin",
-        type=float,
-        help="With --quantize: recompute in fp32 the rows whose top-1/top-2 logit margin is below this "
-        "(default: the margin measured on the category names when quantizing; 0 = pure int8).",
-    )
-    parser.add_argument(
-        "--ensemble",
-        action="store_true",
-        help="Pool the model with its n-gram model (trained with --ngram_ensemble true; more accurate on long-tailed catalogues).",
-    )
+    add_predictor_options(parser)
     parser.add_argument("--max_seq_length", type=int, help="Tokens per text (default: the training run's, else 128).")
     parser.add_argument("--num_threads", type=int, help="CPU threads (default: all cores, shared between processes).")
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda when available).")

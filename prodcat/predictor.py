@@ -33,6 +33,7 @@ import numpy as np
 from .calibration import model_temperature, probabilities
 from .errors import ProdcatError, first_line
 from .hierarchy import CANONICAL_SEPARATOR, level_membership, max_depth, normalize_path, path_depth, split_path
+from .ngram import NgramEnsemble, has_ensemble
 
 logger = logging.getLogger(__name__)
 
@@ -379,7 +380,7 @@ class Categorizer:
         self.backend = backend
         self.model_dir = model_dir
         self.source = source or model_dir
-        #: The n-gram ensemble (prodcat.ngram.NgramEnsemble) when loaded with ensemble=True, else None.
+        #: The n-gram ensemble (prodcat.ngram.NgramEnsemble) that predictions pool with the transformer, or None.
         self.ensemble = ensemble
         #: Training settings of a prodcat model (text_columns, max_seq_length ...); {} for others.
         self.training_summary = _training_summary(model_dir) if model_dir else {}
@@ -398,7 +399,7 @@ class Categorizer:
         trust_remote_code: bool = False,
         onnx_cache_dir: str | None = None,
         recheck_margin: float | None = None,
-        ensemble: bool = False,
+        ensemble: bool | None = None,
     ) -> Categorizer:
         """Load a categoriser from a model folder or a Hub id.
 
@@ -417,8 +418,9 @@ class Categorizer:
             recheck_margin: int8 only: rows whose top-1/top-2 logit margin is below this are
                 recomputed with the fp32 graph; default: the margin measured on the category names
                 at quantization time (``onnx_backend.measure_recheck_margin``); 0 = pure int8.
-            ensemble: pool the transformer with the n-gram model saved by ``--ngram_ensemble``
+            ensemble: pool the transformer with the n-gram model that training saves in ``ngram/``
                 (prodcat.ngram; more accurate on long-tailed catalogues, not what ``pipeline()`` returns).
+                None (default): whenever the folder has one; True: require it; False: the transformer alone.
         """
         from .model import check_weights_are_safe, load_tokenizer
 
@@ -471,18 +473,15 @@ class Categorizer:
             path = export(quantize)
             margin = onnx_backend.calibrated_recheck_margin(path) if recheck_margin is None else float(recheck_margin)
             rechecked = quantize and margin > 0
-            # Two sessions taking turns (int8, then fp32 for near-ties) must not spin-wait between runs: measured
-            # 1.5x the throughput (bigbasket-27k model, 2 cores: 1,822 vs 1,183 titles/s); spinning inside a run
-            # only (BENCHMARKS.md, session 18) answers single titles about 0.3 ms sooner than never spinning.
+            # Two onnxruntime sessions taking turns (int8, then fp32 for near-ties) must not spin-wait between
+            # runs, or each one's idle threads slow the other's run.
             forward = onnx_backend.OnnxRunner(path, num_threads=num_threads, device=device, spin_between_runs=not rechecked)
             if rechecked:
                 fp32 = onnx_backend.OnnxRunner(export(False), num_threads=num_threads, device=device, spin_between_runs=False)
                 forward = onnx_backend.RecheckedRunner(forward, fp32, margin)
             input_names = [name for name in input_names if name in forward.input_names]
         pooled = None
-        if ensemble:
-            from .ngram import NgramEnsemble
-
+        if ensemble or (ensemble is None and has_ensemble(model_dir)):
             pooled = NgramEnsemble.load(model_dir, labels)
         return cls(
             labels,
@@ -514,11 +513,21 @@ class Categorizer:
 
         ``softmax(logits / T)``; with the n-gram ensemble, its pooled probabilities (prodcat.ngram).
         """
+        scores, temperature = self.log_scores(texts, batch_size, progress)
+        return probabilities(scores, temperature, dtype=np.float32)
+
+    def log_scores(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> tuple[np.ndarray, float]:
+        """``(scores, T)`` with ``predict_proba = softmax(scores / T)``: the transformer's logits and the
+        model's temperature, or the n-gram ensemble's pooled scores and its temperature.
+
+        Example:
+            >>> scores, temperature = categorizer.log_scores(["USB-C charger 65W"])
+        """
         texts = list(texts)
         logits = self.logits(texts, batch_size, progress)
         if self.ensemble is not None:
-            return self.ensemble.probabilities(texts, logits)
-        return probabilities(logits, self.temperature, dtype=np.float32)
+            return self.ensemble.scores(texts, logits), self.ensemble.temperature
+        return logits, self.temperature
 
     def predict(
         self,

@@ -3,9 +3,8 @@
 The first run holds out the validation split, as every prodcat run does, and fits on it what needs
 unseen rows: the softmax temperature, the prior correction and the n-gram ensemble's weights. Its
 validation scores are the run's estimate of quality. The second run trains again from the base model
-on every row, with the same settings and number of epochs, and carries those over unchanged.
-On bigbasket-27k the 10% more rows added 1.5 points of test macro-F1 on average over three seeds
-(BENCHMARKS.md, session 12).
+on every row, with the same settings and number of epochs, and carries those over unchanged
+(docs/experiments.md has what the extra rows are worth).
 
 Example:
     >>> holdout = HoldoutRun.load("outputs/model/holdout")

@@ -1,6 +1,6 @@
 """Evaluation report of a trained categoriser on labelled texts: tables, metrics and plots.
 
-``write_report`` scores a model on texts with known categories and writes, into one folder
+``write_report`` scores a categoriser's outputs on texts with known categories and writes, into one folder
 (every file atomically; names fixed, never derived from label text):
 
 ============================  ===============================================================
@@ -16,11 +16,13 @@
 ``reliability.png``           reliability diagram (accuracy versus confidence, 15 bins)
 ============================  ===============================================================
 
-Probabilities are softmax(logits / T) with T = the model's ``prodcat_temperature`` (1 if absent).
+Probabilities are softmax(scores / T): the transformer's logits with the model's ``prodcat_temperature``
+(1 if absent), or the n-gram ensemble's pooled scores with its own temperature.
 Reference categories the model never saw count as errors.
 
 Example:
-    >>> metrics = write_report(model, tokenizer, table.texts, table.labels, "outputs/report")
+    >>> scores, temperature = categorizer.log_scores(table.texts)
+    >>> metrics = write_report(scores, categorizer.labels, table.texts, table.labels, "outputs/report", temperature=temperature)
     >>> sorted(os.listdir("outputs/report"))[:3]
     ['confusion_level1.png', 'confusion_top_leaves.png', 'confusions.csv']
 """
@@ -36,7 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .calibration import expected_calibration_error, model_temperature, negative_log_likelihood, probabilities, reliability_bins
+from .calibration import expected_calibration_error, negative_log_likelihood, probabilities, reliability_bins
 from .hierarchy import max_depth, path_prefix
 from .io import atomic_path, write_frame, write_json
 from .metrics.taxonomy_metrics import coverage_curve, lowest_common_ancestor, per_class_scores, taxonomy_scores
@@ -69,38 +71,35 @@ _TICK_WIDTH = 32  # characters kept of a tick label
 
 
 def write_report(
-    model,
-    tokenizer,
+    scores: np.ndarray,
+    label_names: Sequence[str],
     texts: Sequence[str],
     references: Sequence[str],
     report_dir: str,
     *,
-    batch_size: int = 64,
-    max_length: int = 64,
+    temperature: float = 1.0,
+    predictor: str = "transformer",
     source_rows: Sequence[int] | None = None,
-    logits: np.ndarray | None = None,
     top_k: int = 3,
     n_bins: int = 15,
     max_confused_pairs: int = 100,
     matrix_leaves: int = 15,
 ) -> dict:
-    """Score ``model`` on ``texts`` with true category paths ``references``; write the report files.
+    """Score a categoriser's outputs on ``texts`` with true category paths ``references``; write the report files.
 
-    ``references`` must be canonical paths (as ``data.load_table`` returns them). ``source_rows``
-    (e.g. ``ProductTable.source_rows``) labels rows in ``errors.csv``; default: 1-based position.
-    ``logits`` skips inference when they were already computed. Returns what ``metrics.json`` holds.
+    ``scores`` are log-scores ``[len(texts), len(label_names)]`` whose ``softmax(scores / temperature)`` is the
+    prediction: the transformer's logits, or the n-gram ensemble's pooled scores (``Categorizer.log_scores``
+    returns both). ``predictor`` names that path in ``metrics.json``. ``references`` must be canonical paths
+    (as ``data.load_table`` returns them). ``source_rows`` (e.g. ``ProductTable.source_rows``) labels rows in
+    ``errors.csv``; default: 1-based position. Returns what ``metrics.json`` holds.
     """
-    from .inference import predict_logits
-
     if len(texts) != len(references):
         raise ValueError(f"{len(texts)} texts but {len(references)} references")
     if len(texts) == 0:
         raise ValueError("no rows to evaluate")
-    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    if logits is None:
-        logits = predict_logits(model, tokenizer, list(texts), batch_size=batch_size, max_length=max_length)
-    temperature = model_temperature(model.config)
-    probs = probabilities(logits, temperature)
+    label_names = list(label_names)
+    outputs = np.asarray(scores, dtype=np.float64)  # ``scores`` is reused below for the taxonomy metrics
+    probs = probabilities(outputs, temperature)
     references = list(references)
     label_index = {name: i for i, name in enumerate(label_names)}
     true_ids = np.array([label_index.get(r, -1) for r in references], dtype=np.int64)
@@ -116,11 +115,12 @@ def write_report(
     metrics: dict = dict(scores)
     metrics.update(
         {
+            "predictor": predictor,
             "temperature": temperature,
             "ece": expected_calibration_error(probs, true_ids, n_bins),
             "ece_bins": n_bins,
             # NLL is undefined for categories the model cannot output: computed on known ones only
-            "nll": negative_log_likelihood(logits, true_ids, temperature),
+            "nll": negative_log_likelihood(outputs, true_ids, temperature),
             "num_unseen_reference_rows": int(sum(unseen.values())),
             "num_unseen_reference_categories": len(unseen),
             "num_model_categories": len(label_names),

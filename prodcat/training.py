@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 import time
 import warnings
 
@@ -25,6 +26,7 @@ from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 
 from . import data as data_mod
 from .args import DataArguments, ModelArguments, ProdcatTrainingArguments, check_processes_per_gpu, check_split_arguments
+from .errors import ProdcatError
 from .hierarchy import level_membership, max_depth
 from .hub import finish_training_push, take_push_request
 from .interrupt import (
@@ -499,32 +501,16 @@ def train_and_save(
             results["calibration"] = holdout.calibration
         if "calibration" in results:
             write_json(os.path.join(training_args.output_dir, "calibration.json"), results["calibration"])
-        if model_args.ngram_ensemble and splits.validation is not None:
-            from .ngram import fit_ensemble_for_model
-
-            results["ngram_ensemble"] = fit_ensemble_for_model(
-                training_args.output_dir, trainer.model, tokenizer, splits, test_table,
-                batch_size=training_args.per_device_eval_batch_size, max_length=data_args.max_seq_length, seed=training_args.seed,
-                validation_logits=validation_logits, test_logits=test_logits,
-            )
-        elif model_args.ngram_ensemble and holdout is not None:
-            from .ngram import carry_over_ensemble
-
-            results["ngram_ensemble"] = carry_over_ensemble(
-                holdout.directory, training_args.output_dir, splits.label_names, holdout.ngram_validation, test_table, test_logits
-            )
-        elif model_args.ngram_ensemble:
-            logger.warning("--ngram_ensemble needs validation data to choose its weight: no n-gram model was fitted")
-        if test_table is not None:
-            from .report import write_report
-
-            report = write_report(
-                trainer.model, tokenizer, test_table.texts, test_table.labels,
+        ngram = ngram_step(
+            model_args.ngram_ensemble, training_args, trainer.model, tokenizer, splits, test_table, holdout,
+            data_args.max_seq_length, validation_logits, test_logits,
+        )
+        if ngram is not None:
+            results["ngram_ensemble"] = ngram
+        if test_table is not None and test_logits is not None:
+            report = write_test_report(
+                training_args.output_dir, trainer.model, test_table, test_logits,
                 data_args.report_dir or os.path.join(training_args.output_dir, "report"),
-                batch_size=training_args.per_device_eval_batch_size,
-                max_length=data_args.max_seq_length,
-                source_rows=test_table.source_rows,
-                logits=test_logits,
             )
             results["report"] = {k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         summary = training_summary(model_args, data_args, training_args, model_path, splits, results)
@@ -533,11 +519,96 @@ def train_and_save(
         write_json(os.path.join(training_args.output_dir, SUMMARY_FILE), summary)
         url = finish_training_push(
             training_args.output_dir, push_request, license=model_args.license,
-            dataset_id=data_args.dataset_id, dataset_name=data_args.dataset_name,
+            dataset_id=data_args.dataset_id, dataset_name=data_args.dataset_name, include_ngram=model_args.ngram_ensemble,
         )
         if url:
             logger.info("Pushed to %s", url)
     return results
+
+
+def ngram_step(
+    enabled: bool,
+    training_args: ProdcatTrainingArguments,
+    model,
+    tokenizer,
+    splits,
+    test_table,
+    holdout: HoldoutRun | None,
+    max_length: int,
+    validation_logits: np.ndarray | None,
+    test_logits: np.ndarray | None,
+) -> dict[str, float] | None:
+    """Fit the n-gram model on this run's validation split, or carry the held-out run's over; its figures.
+
+    None when no n-gram model is saved: ``--ngram_ensemble false``, no validation rows to choose its
+    weight, or data it cannot be fitted on (prediction then uses the transformer alone). An ``ngram/``
+    folder left by an earlier run in the same output folder is removed first, so it never outlives its model.
+    """
+    from .ngram import SUBDIR, carry_over_ensemble, fit_ensemble_for_model, has_ensemble
+
+    output_dir = training_args.output_dir
+    shutil.rmtree(os.path.join(output_dir, SUBDIR), ignore_errors=True)
+    if not enabled:
+        return None
+    start = time.time()
+    try:
+        if splits.validation is not None:
+            figures = fit_ensemble_for_model(
+                output_dir, model, tokenizer, splits, test_table, batch_size=training_args.per_device_eval_batch_size,
+                max_length=max_length, seed=training_args.seed, validation_logits=validation_logits, test_logits=test_logits,
+            )
+        elif holdout is not None and has_ensemble(holdout.directory):
+            figures = carry_over_ensemble(
+                holdout.directory, output_dir, splits.label_names, holdout.ngram_validation, test_table, test_logits
+            )
+        else:
+            logger.info("No validation rows to choose the n-gram model's weight: none fitted; prediction uses the transformer alone")
+            return None
+    except ProdcatError as err:
+        logger.warning("No n-gram model: %s; prediction uses the transformer alone", err)
+        return None
+    figures["fit_seconds"] = time.time() - start
+    return figures
+
+
+def write_test_report(output_dir: str, model, test_table, test_logits: np.ndarray, report_dir: str) -> dict:
+    """The evaluation report of the test file, scored on the default prediction path (the ensemble when
+    ``ngram/`` was saved, else the transformer), as ``prodcat evaluate`` scores it."""
+    from .calibration import model_temperature
+    from .ngram import NgramEnsemble, has_ensemble
+    from .report import write_report
+
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    scores, temperature, predictor = test_logits, model_temperature(model.config), "transformer"
+    if has_ensemble(output_dir):
+        ensemble = NgramEnsemble.load(output_dir, labels)
+        scores, temperature, predictor = ensemble.scores(test_table.texts, test_logits), ensemble.temperature, "ensemble"
+    return write_report(
+        scores, labels, test_table.texts, test_table.labels, report_dir,
+        temperature=temperature, predictor=predictor, source_rows=test_table.source_rows,
+    )
+
+
+def predictor_scores(results: dict) -> dict[str, dict[str, float]]:
+    """Validation and test accuracy / macro-F1 of each prediction path (``transformer``, ``ensemble``).
+
+    Example:
+        >>> predictor_scores({"test": {"test_accuracy": 0.7, "test_macro_f1": 0.5}})
+        {'transformer': {'test_accuracy': 0.7, 'test_macro_f1': 0.5}}
+    """
+    transformer = {
+        f"{split}_{metric}": float(results[key][f"{prefix}_{metric}"])
+        for split, key, prefix in (("validation", "eval", "eval"), ("test", "test", "test"))
+        for metric in ("accuracy", "macro_f1")
+        if f"{prefix}_{metric}" in (results.get(key) or {})
+    }
+    paths = {"transformer": transformer}
+    ngram = results.get("ngram_ensemble") or {}
+    if ngram:
+        names = {"validation_accuracy": "validation_ensemble_accuracy", "validation_macro_f1": "validation_ensemble_macro_f1",
+                 "test_accuracy": "test_accuracy", "test_macro_f1": "test_macro_f1"}
+        paths["ensemble"] = {name: float(ngram[key]) for name, key in names.items() if key in ngram}
+    return paths
 
 
 #: File in the output directory describing the run (read by the model card and ``prodcat push``).
@@ -569,6 +640,9 @@ def training_summary(model_args, data_args, training_args, model_path, splits, r
         "unseen_categories": splits.unseen_names,
         "dataset_name": data_args.dataset_name,
         "calibration": results.get("calibration"),
+        # What Categorizer / predict.py use by default; pipeline() always gives the transformer alone.
+        "default_predictor": "ensemble" if results.get("ngram_ensemble") else "transformer",
+        "predictors": predictor_scores(results),
         "hyperparameters": {
             "learning_rate": training_args.learning_rate,
             "head_learning_rate": model_args.head_learning_rate,

@@ -60,7 +60,7 @@ def subprocess_env(cpu_only: bool = False, **extra: str) -> dict[str, str]:
 
 
 def shared_data_path(name: str) -> str:
-    """Path of a file in ../shared/data, or skip the test with a clear message when it is absent."""
+    """Path of a file in the shared catalogues folder beside the repository, or skip the test with a clear message."""
     path = os.path.join(SHARED_DATA, name)
     if not os.path.exists(path):
         pytest.skip(f"real product data not found at {path} (the shared/ folder beside the repo)")

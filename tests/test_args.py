@@ -14,7 +14,7 @@ def test_defaults_are_tuned_for_the_task():
     model_args, data_args, training_args = parse_train_args([])
     assert training_args.output_dir == "outputs/model"
     assert training_args.metric_for_best_model == "macro_f1"
-    assert training_args.load_best_model_at_end is False  # the last epoch (BENCHMARKS.md, session 10)
+    assert training_args.load_best_model_at_end is False  # the last epoch (docs/experiments.md)
     assert training_args.average_tokens_across_devices is False  # DDP loss scale, see args.py
     assert data_args.text_column_list == ["description"]
     assert data_args.label_column == "category"

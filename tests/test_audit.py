@@ -1,4 +1,4 @@
-"""Data audit on small hand-made files (and on bigbasket when ../shared/data is present)."""
+"""Data audit on small hand-made files (and on bigbasket-27k when the shared catalogues are present)."""
 
 from __future__ import annotations
 

@@ -62,10 +62,16 @@ def model_dir(trained_model_dir, tmp_path) -> str:
     for name in ("model.onnx", "config.json"):
         with open(os.path.join(out, "onnx", name), "wb") as handle:
             handle.write(b"onnx")
-    os.makedirs(os.path.join(out, "ngram"))
-    for name in ("config.json", "vocabulary.json", "weights.safetensors", "scratch.pkl"):
-        with open(os.path.join(out, "ngram", name), "wb") as handle:
-            handle.write(b"{}")
+    # Training fits the n-gram model by default (kept as is: predict.py loads it); a run that fitted none gets stand-ins.
+    ngram_dir = os.path.join(out, "ngram")
+    if not os.path.isdir(ngram_dir):
+        os.makedirs(ngram_dir)
+        stand_ins = {"config.json": {}, "vocabulary.json": {"word": ["green", "green tea", "tea"], "char": ["te"]}}
+        for name in ("config.json", "vocabulary.json", "weights.safetensors"):
+            with open(os.path.join(ngram_dir, name), "w") as handle:
+                json.dump(stand_ins.get(name, {}), handle)
+    with open(os.path.join(ngram_dir, "scratch.pkl"), "wb") as handle:
+        handle.write(b"pickle")
     os.makedirs(os.path.join(out, "report"))
     for name in ("metrics.json", "confusion.png", "errors.csv"):
         with open(os.path.join(out, "report", name), "wb") as handle:
@@ -159,6 +165,64 @@ def test_push_sends_the_model_card_and_results_but_no_checkpoints_or_pickles(mod
     assert open(os.path.join(model_dir, "README.md"), encoding="utf-8").read() == card
 
 
+NGRAM_FILES = {"ngram/config.json", "ngram/vocabulary.json", "ngram/weights.safetensors"}
+
+
+def ngram_word_count(model_dir: str) -> int:
+    with open(os.path.join(model_dir, "ngram", "vocabulary.json"), encoding="utf-8") as handle:
+        return len(json.load(handle)["word"])
+
+
+def test_files_to_push_carry_ngram_unless_left_out(model_dir, tmp_path):
+    assert NGRAM_FILES <= set(hub.files_to_push(model_dir))
+    without = hub.files_to_push(model_dir, include_ngram=False)
+    assert not [rel for rel in without if rel.startswith("ngram/")]
+    assert set(hub.files_to_push(model_dir)) - set(without) == NGRAM_FILES
+    # A folder without the n-gram model's config is not a model: nothing of it is sent.
+    os.remove(os.path.join(model_dir, "ngram", "config.json"))
+    assert not [rel for rel in hub.files_to_push(model_dir) if rel.startswith("ngram/")]
+
+
+def test_push_says_that_ngram_goes_with_it_and_how_to_leave_it_out(model_dir, caplog):
+    caplog.set_level(logging.INFO, logger="prodcat.hub")
+    with simulated_hub() as (_, create_commit):
+        hub.push_output_dir(model_dir, "acme/prodcat-sample", token=TOKEN)
+    (line,) = [r.getMessage() for r in caplog.records if "ngram/" in r.getMessage()]
+    assert f"vocabulary.json lists {ngram_word_count(model_dir):,} words and word pairs from the training texts" in line
+    assert "--ngram_ensemble false" in line
+    assert NGRAM_FILES <= {op.path_in_repo for op in sent_operations(create_commit)}
+    (card_op,) = [op for op in sent_operations(create_commit) if op.path_in_repo == "README.md"]
+    card = operation_bytes(card_op).decode("utf-8")
+    assert "## Prediction paths" in card and '`pipeline("text-classification", model="acme/prodcat-sample")`' in card
+
+
+@pytest.mark.parametrize("entry", ["hub", "cli"])
+def test_ngram_ensemble_false_leaves_ngram_out_of_the_push_and_the_card(model_dir, caplog, capsys, entry):
+    caplog.set_level(logging.INFO, logger="prodcat.hub")
+    argv = [model_dir, "--hub_model_id", "acme/prodcat-sample", "--token", TOKEN, "--ngram_ensemble", "false"]
+    with simulated_hub() as (_, create_commit):
+        assert (hub.main(argv) if entry == "hub" else cli.main(["push", *argv])) == 0
+    operations = sent_operations(create_commit)
+    assert not [op.path_in_repo for op in operations if op.path_in_repo.startswith("ngram/")]
+    (card_op,) = [op for op in operations if op.path_in_repo == "README.md"]
+    card = operation_bytes(card_op).decode("utf-8")
+    assert "ngram" not in card and "n-gram" not in card and "--ensemble" not in card
+    assert not [r for r in caplog.records if "ngram/" in r.getMessage()]
+    assert os.path.isfile(os.path.join(model_dir, "ngram", "vocabulary.json"))  # left out of the push, not deleted
+
+
+def test_ngram_ensemble_flag_parses_like_a_boolean(capsys):
+    parser = hub.build_parser()
+    base = ["outputs/model", "--hub_model_id", "acme/x"]
+    assert parser.parse_args(base).ngram_ensemble is True
+    assert parser.parse_args([*base, "--ngram_ensemble"]).ngram_ensemble is True
+    assert parser.parse_args([*base, "--ngram_ensemble", "False"]).ngram_ensemble is False
+    assert parser.parse_args([*base, "--ngram_ensemble", "true"]).ngram_ensemble is True
+    assert cli.main(["push", *base, "--ngram_ensemble", TOKEN]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--ngram_ensemble" in err and "true or false" in err and TOKEN not in err
+
+
 def test_include_checkpoints_adds_the_training_state(model_dir):
     with simulated_hub() as (_, create_commit):
         hub.push_output_dir(model_dir, "acme/prodcat-sample", token=TOKEN, include_checkpoints=True)
@@ -230,6 +294,15 @@ def test_training_end_writes_the_card_and_pushes(model_dir):
     with simulated_hub() as (create_repo, _):
         assert hub.finish_training_push(model_dir, None) is None  # no push asked: card only
     create_repo.assert_not_called()
+
+
+def test_training_end_with_ngram_left_out_pushes_no_ngram(model_dir):
+    """A run trained with --ngram_ensemble false: an ngram/ left in the folder is neither described nor sent."""
+    request = hub.PushRequest("acme/prodcat-sample", private=None, token=TOKEN)
+    with simulated_hub() as (_, create_commit):
+        hub.finish_training_push(model_dir, request, include_ngram=False)
+    assert not [op.path_in_repo for op in sent_operations(create_commit) if op.path_in_repo.startswith("ngram/")]
+    assert "ngram" not in open(os.path.join(model_dir, "README.md"), encoding="utf-8").read()
 
 
 def test_no_token_is_a_one_line_error_before_any_request(model_dir, no_saved_login):

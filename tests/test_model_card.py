@@ -2,7 +2,7 @@
 Hub reads (checked with huggingface_hub's own parsers: ``metadata_load``, ``ModelCard``,
 ``model_index_to_eval_results``). Most tests use small synthetic output directories (config.json +
 training_summary.json + results files, no weights) so that every branch of the card is covered
-without training; one test uses the session's ``trained_model_dir``.
+without training; one test uses the shared ``trained_model_dir`` fixture.
 """
 
 from __future__ import annotations
@@ -142,10 +142,15 @@ def test_card_of_trained_model_parses_with_huggingface_hub(trained_model_dir, tm
     assert [w["text"] for w in meta["widget"]] == summary["widget_examples"][:5]
     name, evals = model_index_to_eval_results(meta["model-index"])
     assert name == "prodcat-sample"
+    # With ngram/ (training fits it by default) the model-index names say whose scores they are.
+    ngram = os.path.isfile(os.path.join(out, "ngram", "config.json"))
+    suffix = " (transformer alone)" if ngram else ""
     by_name = {e.metric_name: e for e in evals}
-    assert by_name["Validation Accuracy"].metric_value == pytest.approx(eval_results["eval_accuracy"], abs=1e-4)
-    assert by_name["Validation Macro-F1"].metric_value == pytest.approx(eval_results["eval_macro_f1"], abs=1e-4)
-    assert by_name["Validation Level 1 accuracy"].metric_value == pytest.approx(eval_results["eval_level_1_accuracy"], abs=1e-4)
+    assert by_name[f"Validation Accuracy{suffix}"].metric_value == pytest.approx(eval_results["eval_accuracy"], abs=1e-4)
+    assert by_name[f"Validation Macro-F1{suffix}"].metric_value == pytest.approx(eval_results["eval_macro_f1"], abs=1e-4)
+    assert by_name[f"Validation Level 1 accuracy{suffix}"].metric_value == pytest.approx(
+        eval_results["eval_level_1_accuracy"], abs=1e-4
+    )
     assert {e.dataset_split for e in evals} == {"validation"}
 
     text = open(path, encoding="utf-8").read()
@@ -159,6 +164,7 @@ def test_card_of_trained_model_parses_with_huggingface_hub(trained_model_dir, tm
     for leftover in ("{{", "{%", "None", "nan", "[More Information Needed]"):
         assert leftover not in text
     assert all(content for content in sections(text).values()), "a section is empty"
+    assert ("Prediction paths" in sections(text)) == ngram
 
 
 def test_taxonomy_results_and_limitations_come_from_the_files(synthetic_dir):
@@ -305,3 +311,154 @@ def test_flat_taxonomy_has_no_level_or_hierarchical_rows(tmp_path):
     _, evals = model_index_to_eval_results(ModelCard(text).data.to_dict()["model-index"])
     assert {e.metric_name for e in evals} == {"Test Accuracy", "Test Macro-F1", "Test Weighted-F1"}
     assert "hierarchical-classification" not in ModelCard(text).data.tags
+
+
+# --------------------------------------------------------------------------------------------
+# The n-gram model (ngram/): both prediction paths, and which one each figure describes
+# --------------------------------------------------------------------------------------------
+
+PATHS = {
+    # The transformer's test scores are left to test_results.json (TEST_SCORES): the card fills them from there.
+    "transformer": {"validation_accuracy": 0.71, "validation_macro_f1": 0.55},
+    "ensemble": {"validation_accuracy": 0.73, "validation_macro_f1": 0.57, "test_accuracy": 0.84, "test_macro_f1": 0.74},
+}
+POOLED_ROW = "transformer + n-gram model (prodcat's default)"
+TRANSFORMER_TEST_PAIR = f"{TEST_SCORES['accuracy']:.3f} / {TEST_SCORES['macro_f1']:.3f}"  # from test_results.json
+
+
+def add_ngram_folder(model_dir: str, weight: float = 0.3) -> None:
+    """``ngram/`` as training leaves it (the card reads only its config's weight)."""
+    os.makedirs(os.path.join(model_dir, "ngram"))
+    with open(os.path.join(model_dir, "ngram", "config.json"), "w") as handle:
+        json.dump({"format": "prodcat-ngram-1", "weight": weight, "scale": 5.0}, handle)
+    with open(os.path.join(model_dir, "ngram", "vocabulary.json"), "w") as handle:
+        json.dump({"word": ["steel", "steel bottle"], "char": ["st"]}, handle)
+
+
+def write_ensemble_report(model_dir: str, predictor: str | None) -> None:
+    """``report/metrics.json`` with a coverage curve, scored by ``predictor`` (None: a report from before the key)."""
+    os.makedirs(os.path.join(model_dir, "report"), exist_ok=True)
+    curve = {"thresholds": [0.5, 0.8], "coverage": [0.9, 0.6], "accuracy": [0.85, 0.95]}
+    payload = {"coverage_curve": curve, "num_examples": 50} | ({"predictor": predictor} if predictor else {})
+    with open(os.path.join(model_dir, "report", "metrics.json"), "w") as handle:
+        json.dump(payload, handle)
+
+
+@pytest.fixture()
+def ngram_dir(tmp_path) -> str:
+    out = write_synthetic_model_dir(
+        tmp_path / "model", LABELS, COUNTS,
+        summary_extra={"default_predictor": "ensemble", "predictors": PATHS},
+        results={"eval": EVAL_SCORES, "test": TEST_SCORES},
+        config_extra={"prodcat_temperature": 1.25},
+    )
+    add_ngram_folder(out)
+    return out
+
+
+def test_card_with_ngram_shows_both_prediction_paths_and_whose_scores_are_whose(ngram_dir):
+    text = str(model_card.render_model_card(ngram_dir, hub_model_id="acme/grocery"))
+    parts = sections(text)
+    paths = parts["Prediction paths"]
+    header = next(line for line in paths.splitlines() if line.startswith("| Prediction path"))
+    assert header == "| Prediction path | Loaded by | Validation accuracy / macro-F1 | Test accuracy / macro-F1 |"
+    (pooled,) = table_rows(paths, POOLED_ROW)
+    (alone,) = table_rows(paths, "transformer alone")
+    assert pooled[2:] == ["0.730 / 0.570", "0.840 / 0.740"]
+    assert alone[2:] == ["0.710 / 0.550", TRANSFORMER_TEST_PAIR]
+    assert "`pip install prodcat`" in pooled[1] and '`Categorizer.from_pretrained("acme/grocery")`' in pooled[1]
+    assert "`prodcat predict --model acme/grocery`" in pooled[1]
+    assert '`pipeline("text-classification", model="acme/grocery")`' in alone[1]
+    assert "`prodcat predict --model acme/grocery --ensemble false`" in alone[1]
+    assert "linear SVM" in paths and "no pickle" in paths and "0.3 here" in paths and "`pipeline()` gives the transformer alone" in paths
+    # The privacy note: what the vocabulary holds, and the flags that leave it out.
+    assert "`ngram/vocabulary.json` lists the words and word pairs" in paths and "anyone who downloads" in paths
+    assert "train with `--ngram_ensemble false`" in paths and "--hub_model_id org/name --ngram_ensemble false`" in paths
+
+    # The headline, the results table and the model-index are the transformer's, and say so.
+    assert (
+        f"On the held-out test set (50 products), the transformer alone (what `pipeline()` loads): accuracy "
+        f"**{TEST_SCORES['accuracy']:.3f}**" in text
+    )
+    assert "Pooled with its n-gram model, as prodcat predicts by default: accuracy **0.840**, macro-F1 0.740." in text
+    assert parts["Results"].startswith("Scores of the transformer alone, as `pipeline()` loads it")
+    _, evals = model_index_to_eval_results(ModelCard(text).data.to_dict()["model-index"])
+    assert evals and all(e.metric_name.endswith(" (transformer alone)") for e in evals)
+    by_name = {e.metric_name: e.metric_value for e in evals}
+    assert by_name["Test Accuracy (transformer alone)"] == pytest.approx(TEST_SCORES["accuracy"], abs=1e-4)
+
+    # How to use: the default command pools, `--ensemble false` is the transformer alone; no opt-in `--ensemble`.
+    how_to = parts["How to use"]
+    assert "prodcat predict --model acme/grocery 'Steel water bottle 1 l'  # transformer + n-gram model" in how_to
+    assert "prodcat predict --model acme/grocery --ensemble false 'Steel water bottle 1 l'" in how_to
+    assert not re.search(r"--ensemble(?! false)", text)
+    assert 'Categorizer.from_pretrained("acme/grocery")  # ensemble=False: the transformer alone' in how_to
+
+
+def test_card_without_ngram_says_nothing_about_it(tmp_path, synthetic_dir):
+    """No ngram/ (or a push that leaves it out): the transformer alone, worded as before."""
+    with open(os.path.join(synthetic_dir, "training_summary.json")) as handle:
+        summary = json.load(handle)
+    summary.update(default_predictor="transformer", predictors={"transformer": PATHS["transformer"]})
+    with open(os.path.join(synthetic_dir, "training_summary.json"), "w") as handle:
+        json.dump(summary, handle)
+    left_out = write_synthetic_model_dir(
+        tmp_path / "left-out", LABELS, COUNTS, summary_extra={"predictors": PATHS}, results={"test": TEST_SCORES}
+    )
+    add_ngram_folder(left_out)
+    cards = [model_card.render_model_card(synthetic_dir), model_card.render_model_card(left_out, include_ngram=False)]
+    for card in cards:
+        text = str(card)
+        assert "Prediction paths" not in sections(text)
+        assert "ngram" not in text and "n-gram" not in text and "--ensemble" not in text and "transformer alone" not in text
+        assert f"On the held-out test set (50 products): accuracy **{TEST_SCORES['accuracy']:.3f}**" in text
+        _, evals = model_index_to_eval_results(card.data.to_dict()["model-index"])
+        assert "Test Accuracy" in {e.metric_name for e in evals}
+
+
+def test_old_summary_with_results_ngram_ensemble_still_renders(tmp_path):
+    """Summaries from before ``predictors``: the figures of ``results.ngram_ensemble`` fill the table."""
+    old = {
+        "validation_transformer_accuracy": 0.74, "validation_ensemble_accuracy": 0.76,
+        "validation_transformer_macro_f1": 0.59, "validation_ensemble_macro_f1": 0.61,
+        "test_accuracy": 0.79, "test_macro_f1": 0.65,
+    }
+    out = write_synthetic_model_dir(
+        tmp_path / "old", LABELS, COUNTS, summary_extra={"results": {"ngram_ensemble": old}}, results={"test": TEST_SCORES}
+    )
+    add_ngram_folder(out)
+    paths = sections(str(model_card.render_model_card(out, hub_model_id="acme/old")))["Prediction paths"]
+    assert table_rows(paths, POOLED_ROW)[0][2:] == ["0.760 / 0.610", "0.790 / 0.650"]
+    assert table_rows(paths, "transformer alone")[0][2:] == ["0.740 / 0.590", TRANSFORMER_TEST_PAIR]
+
+
+def test_ngram_without_test_scores_has_no_test_column(tmp_path):
+    out = write_synthetic_model_dir(
+        tmp_path / "m", LABELS, COUNTS,
+        summary_extra={"predictors": {"transformer": PATHS["transformer"], "ensemble": {"validation_accuracy": 0.73}}},
+        results={"eval": EVAL_SCORES},
+    )
+    add_ngram_folder(out)
+    paths = sections(str(model_card.render_model_card(out)))["Prediction paths"]
+    assert "Test accuracy" not in paths
+    assert table_rows(paths, POOLED_ROW)[0][2:] == ["0.730 / –"]
+
+
+@pytest.mark.parametrize(
+    ("predictor", "include_ngram", "expected"),
+    [
+        ("ensemble", True, "transformer + n-gram model, prodcat's default"),
+        (None, True, "the transformer alone"),  # reports from before the key scored the transformer
+        ("ensemble", False, None),  # a pooled report on a card without the n-gram model: left out
+        ("transformer", False, ""),
+    ],
+)
+def test_coverage_table_names_the_prediction_path_it_scored(ngram_dir, predictor, include_ngram, expected):
+    write_ensemble_report(ngram_dir, predictor)
+    results = sections(str(model_card.render_model_card(ngram_dir, include_ngram=include_ngram)))["Results"]
+    if expected is None:
+        assert "Share of products" not in results
+        return
+    assert table_rows(results, "0.8")[0][1:] == ["60.0%", "0.950"]
+    source = "evaluation report `report/metrics.json`, 50 products" + (f"; {expected}" if expected else "")
+    assert f"Leaf predictions by score ({source}): keeping only" in results

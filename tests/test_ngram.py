@@ -1,4 +1,5 @@
-"""The n-gram companion model and its ensemble with the transformer (prodcat.ngram, --ngram_ensemble, --ensemble)."""
+"""The n-gram companion model and its ensemble with the transformer: prodcat's default prediction path
+(prodcat.ngram, --ngram_ensemble, --ensemble)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SAMPLE, TINY_TRAIN_FLAGS
+from conftest import SAMPLE, TINY_TRAIN_FLAGS, clone_model
 
 from prodcat.cli import predict_main, run_guarded
 from prodcat.errors import ProdcatError
@@ -26,14 +27,23 @@ def sample() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def ensemble_model_dir(tmp_path_factory) -> str:
-    """A tiny model trained with --ngram_ensemble true (held-out rows scored as the test split)."""
+    """A tiny model trained with the default settings (so with its n-gram model), held-out rows scored as the test split."""
     from prodcat.args import parse_train_args
     from prodcat.training import run_training
 
     out = str(tmp_path_factory.mktemp("ensemble-model"))
-    results = run_training(*parse_train_args(TINY_TRAIN_FLAGS + ["--output_dir", out, "--ngram_ensemble", "true", "--test_file", SAMPLE]))
-    assert {"validation_ensemble_accuracy", "validation_transformer_accuracy", "test_macro_f1"} <= set(results["ngram_ensemble"])
+    results = run_training(*parse_train_args(TINY_TRAIN_FLAGS + ["--output_dir", out, "--test_file", SAMPLE]))
+    expected = {"validation_ensemble_accuracy", "validation_transformer_accuracy", "test_macro_f1", "fit_seconds"}
+    assert expected <= set(results["ngram_ensemble"])
     return out
+
+
+def tiny_run(out: str, *flags: str) -> dict:
+    """A two-step training run into ``out`` (enough to exercise what happens after training)."""
+    from prodcat.args import parse_train_args
+    from prodcat.training import run_training
+
+    return run_training(*parse_train_args(TINY_TRAIN_FLAGS + ["--output_dir", out, "--max_steps", "2", *flags]))
 
 
 def test_pool_is_the_weighted_sum_of_log_softmaxes():
@@ -77,24 +87,39 @@ def test_training_saves_an_ensemble_without_pickles(ensemble_model_dir):
     assert 0.0 <= config["weight"] < 1.0 and config["temperature"] > 0
     summary = json.load(open(os.path.join(ensemble_model_dir, "training_summary.json")))
     figures = summary["results"]["ngram_ensemble"]
-    card = open(os.path.join(ensemble_model_dir, "README.md"), encoding="utf-8").read()
-    assert "--ensemble" in card and f"macro-F1 {figures['validation_transformer_macro_f1']:.3f}" in card
+    # Both prediction paths are reported, each with its own scores; the default is the pool.
+    assert summary["default_predictor"] == "ensemble"
+    paths = summary["predictors"]
+    assert paths["transformer"]["test_accuracy"] == summary["results"]["test"]["test_accuracy"]
+    assert paths["transformer"]["validation_macro_f1"] == summary["results"]["eval"]["eval_macro_f1"]
+    assert paths["ensemble"]["test_macro_f1"] == figures["test_macro_f1"]
+    assert paths["ensemble"]["validation_accuracy"] == figures["validation_ensemble_accuracy"]
+    # The test report scores the default path, the same figures as the summary's.
+    report = json.load(open(os.path.join(ensemble_model_dir, "report", "metrics.json")))
+    assert report["predictor"] == "ensemble" and report["accuracy"] == pytest.approx(paths["ensemble"]["test_accuracy"])
 
 
-def test_categorizer_ensemble_pools_the_stored_models(ensemble_model_dir, sample):
+def test_categorizer_pools_the_stored_models_by_default(ensemble_model_dir, sample):
     texts = sample.description.head(40).tolist()
-    plain = Categorizer.from_pretrained(ensemble_model_dir, device="cpu")
-    pooled = Categorizer.from_pretrained(ensemble_model_dir, device="cpu", ensemble=True)
-    assert plain.ensemble is None and pooled.ensemble is not None
+    plain = Categorizer.from_pretrained(ensemble_model_dir, device="cpu", ensemble=False)
+    default = Categorizer.from_pretrained(ensemble_model_dir, device="cpu")
+    required = Categorizer.from_pretrained(ensemble_model_dir, device="cpu", ensemble=True)
+    assert plain.ensemble is None and default.ensemble is not None and required.ensemble is not None
     stored = NgramEnsemble.load(ensemble_model_dir)
     # Recompute the pool by hand from the stored pieces: transformer logits and SVM decision values.
     scores = pool(plain.logits(texts), stored.model.decisions(texts), stored.scale, stored.weight) / stored.temperature
     expected = np.exp(log_softmax(scores))
-    probabilities = pooled.predict_proba(texts)
+    probabilities = default.predict_proba(texts)
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    np.testing.assert_allclose(required.predict_proba(texts), expected, atol=1e-5)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    predictions = pooled.predict(texts, threshold=0.5)
-    assert [p.category for p in predictions] == [pooled.labels[i] for i in expected.argmax(axis=1)]
+    predictions = default.predict(texts, threshold=0.5)
+    assert [p.category for p in predictions] == [default.labels[i] for i in expected.argmax(axis=1)]
+    # pipeline() on the same folder is the transformer alone.
+    from transformers import pipeline
+
+    classifier = pipeline("text-classification", model=ensemble_model_dir, device=-1)
+    assert [out["label"] for out in classifier(texts)] == [p.category for p in plain.predict(texts)]
 
 
 def test_save_and_load_round_trip(ensemble_model_dir, tmp_path, sample):
@@ -109,25 +134,44 @@ def test_save_and_load_round_trip(ensemble_model_dir, tmp_path, sample):
     np.testing.assert_allclose(NgramEnsemble.load(copy).probabilities(texts, logits), stored.probabilities(texts, logits), atol=1e-6)
 
 
-def test_label_mismatch_and_missing_ensemble_are_clear_errors(ensemble_model_dir, trained_model_dir, capsys):
-    assert has_ensemble(ensemble_model_dir) and not has_ensemble(trained_model_dir)
+def test_a_folder_without_ngram_predicts_with_the_transformer_silently(ensemble_model_dir, tmp_path, capsys, caplog):
+    """Model folders saved before the n-gram model was the default keep working, with no warning."""
+    old = clone_model(ensemble_model_dir, str(tmp_path / "old"))  # files only: no ngram/
+    assert has_ensemble(ensemble_model_dir) and not has_ensemble(old)
+    with caplog.at_level("WARNING"):
+        code = run_guarded(predict_main, ["--model", old, "--json", "USB-C charger 65W"])
+    captured = capsys.readouterr()
+    assert code == 0 and not [r for r in caplog.records if r.levelname == "WARNING"] and "warn" not in captured.err.lower()
+    plain = Categorizer.from_pretrained(ensemble_model_dir, device="cpu", ensemble=False).predict("USB-C charger 65W")[0]
+    assert json.loads(captured.out.strip().splitlines()[-1])["category"] == plain.category
+    # Asking for the pool where there is none is an error that says what to do.
+    code = run_guarded(predict_main, ["--model", old, "--ensemble", "true", "USB-C charger 65W"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "no n-gram model" in err and "--ensemble false" in err and "Traceback" not in err
     with pytest.raises(ProdcatError, match="categories differ"):
         NgramEnsemble.load(ensemble_model_dir, labels=["A > B", "C > D"])
-    code = run_guarded(predict_main, ["--model", trained_model_dir, "--ensemble", "USB-C charger 65W"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "no n-gram model" in err and "--ngram_ensemble true" in err and "Traceback" not in err
 
 
-def test_predict_cli_ensemble(ensemble_model_dir, capsys):
-    code = run_guarded(predict_main, ["--model", ensemble_model_dir, "--ensemble", "--json", "Wireless over-ear headphones"])
-    assert code == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    expected = Categorizer.from_pretrained(ensemble_model_dir, device="cpu", ensemble=True).predict("Wireless over-ear headphones")[0]
-    assert result["category"] == expected.category
+def test_predict_cli_uses_the_pool_unless_told_otherwise(ensemble_model_dir, capsys):
+    text = "Wireless over-ear headphones"
+    found = {}
+    for flags in ((), ("--ensemble", "false"), ("--ensemble", "auto")):
+        code = run_guarded(predict_main, ["--model", ensemble_model_dir, *flags, "--json", "--top_k", "3", text])
+        assert code == 0
+        found[flags] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    pooled = Categorizer.from_pretrained(ensemble_model_dir, device="cpu").predict(text, top_k=3)[0]
+    plain = Categorizer.from_pretrained(ensemble_model_dir, device="cpu", ensemble=False).predict(text, top_k=3)[0]
+    assert found[()]["score"] == pytest.approx(pooled.score, abs=1e-4) and found[()] == found[("--ensemble", "auto")]
+    assert found[("--ensemble", "false")]["score"] == pytest.approx(plain.score, abs=1e-4)
+    assert pooled.score != pytest.approx(plain.score, abs=1e-4)  # the two paths really differ
+    with pytest.raises(SystemExit) as stopped:
+        run_guarded(predict_main, ["--model", ensemble_model_dir, "--ensemble", "maybe", text])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "argument --ensemble: 'maybe': use auto, true or false" in err
 
 
 def test_texts_without_shared_terms_are_a_clear_error():
-    with pytest.raises(ProdcatError, match="cannot be fitted.*without --ngram_ensemble"):
+    with pytest.raises(ProdcatError, match="cannot be fitted.*--ngram_ensemble false"):
         NgramModel.fit(["qx", "zv"], ["A > B", "C > D"], ["A > B", "C > D"])
 
 
@@ -139,9 +183,10 @@ def test_damaged_or_foreign_ngram_folders_are_clear_errors(ensemble_model_dir, t
     os.remove(weights)  # a hard link: the fixture's file is untouched
     with open(weights, "wb") as handle:
         handle.write(b"not safetensors")
-    code = run_guarded(predict_main, ["--model", damaged, "--ensemble", "USB-C charger 65W"])
+    code = run_guarded(predict_main, ["--model", damaged, "USB-C charger 65W"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "unreadable n-gram model" in err and "Traceback" not in err
+    assert code == 2 and "unreadable n-gram model" in err and "--ensemble false" in err and "Traceback" not in err
+    assert run_guarded(predict_main, ["--model", damaged, "--ensemble", "false", "USB-C charger 65W"]) == 0
 
     foreign = linked_copy(ensemble_model_dir, str(tmp_path / "foreign"))
     config_path = os.path.join(foreign, SUBDIR, "config.json")
@@ -154,17 +199,39 @@ def test_damaged_or_foreign_ngram_folders_are_clear_errors(ensemble_model_dir, t
         NgramEnsemble.load(foreign)
 
 
-def test_ngram_ensemble_without_validation_warns_and_fits_nothing(tmp_path, caplog):
-    from prodcat.args import parse_train_args
-    from prodcat.training import run_training
-
+def test_no_validation_rows_fit_no_ngram_model_without_a_warning(tmp_path, caplog):
     out = str(tmp_path / "model")
-    flags = TINY_TRAIN_FLAGS + ["--output_dir", out, "--ngram_ensemble", "true", "--validation_split", "0", "--num_train_epochs", "1"]
-    with caplog.at_level("WARNING", logger="prodcat.training"):
-        results = run_training(*parse_train_args(flags))
+    with caplog.at_level("INFO", logger="prodcat.training"):
+        results = tiny_run(out, "--validation_split", "0")
     assert "ngram_ensemble" not in results and not os.path.exists(os.path.join(out, SUBDIR))
-    assert any("--ngram_ensemble needs validation data" in record.getMessage() for record in caplog.records)
+    messages = [r for r in caplog.records if "n-gram" in r.getMessage()]
+    assert messages and all(r.levelname == "INFO" for r in messages) and "transformer alone" in messages[0].getMessage()
+    summary = json.load(open(os.path.join(out, "training_summary.json")))
+    assert summary["default_predictor"] == "transformer" and set(summary["predictors"]) == {"transformer"}
 
+
+def test_ngram_ensemble_false_fits_none_and_removes_a_stale_one(ensemble_model_dir, tmp_path):
+    from conftest import linked_copy
+
+    out = linked_copy(ensemble_model_dir, str(tmp_path / "model"))  # an earlier run's ngram/ is there
+    results = tiny_run(out, "--ngram_ensemble", "false")
+    assert "ngram_ensemble" not in results and not has_ensemble(out) and has_ensemble(ensemble_model_dir)
+    assert Categorizer.from_pretrained(out, device="cpu").ensemble is None
+    assert json.load(open(os.path.join(out, "training_summary.json")))["default_predictor"] == "transformer"
+
+
+def test_an_ngram_model_that_cannot_be_fitted_leaves_the_transformer(tmp_path, monkeypatch, caplog):
+    import prodcat.ngram
+
+    def refuse(*args, **kwargs):
+        raise ProdcatError("the n-gram model cannot be fitted (no term occurs in 2 texts); train with --ngram_ensemble false")
+
+    monkeypatch.setattr(prodcat.ngram.NgramModel, "fit", refuse)
+    out = str(tmp_path / "model")
+    with caplog.at_level("WARNING", logger="prodcat.training"):
+        results = tiny_run(out)
+    assert "ngram_ensemble" not in results and not has_ensemble(out) and os.path.exists(os.path.join(out, "model.safetensors"))
+    assert any("no term occurs" in r.getMessage() and "transformer alone" in r.getMessage() for r in caplog.records)
 
 
 def test_training_predicts_each_split_once(tmp_path, monkeypatch):
@@ -182,6 +249,6 @@ def test_training_predicts_each_split_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(prodcat.inference, "predict_logits", counting)
     out = str(tmp_path / "model")
-    results = run_training(*parse_train_args(TINY_TRAIN_FLAGS + ["--output_dir", out, "--ngram_ensemble", "true", "--test_file", SAMPLE]))
+    results = run_training(*parse_train_args(TINY_TRAIN_FLAGS + ["--output_dir", out, "--test_file", SAMPLE]))
     assert {"calibration", "ngram_ensemble", "report"} <= set(results)
     assert calls == [results["calibration"]["num_examples"], len(pd.read_csv(SAMPLE))]

@@ -49,7 +49,10 @@ def test_write_report_files_and_numbers(loaded, evaluation_rows, tmp_path):
     model, tokenizer = loaded
     texts, labels = evaluation_rows
     report_dir = tmp_path / "report"
-    metrics = write_report(model, tokenizer, texts, labels, str(report_dir), max_length=32)
+    logits = predict_logits(model, tokenizer, texts, max_length=32)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    temperature = model_temperature(model.config)
+    metrics = write_report(logits, names, texts, labels, str(report_dir), temperature=temperature)
 
     assert sorted(os.listdir(report_dir)) == sorted(REPORT_FILES)
     for name in REPORT_FILES:
@@ -59,14 +62,12 @@ def test_write_report_files_and_numbers(loaded, evaluation_rows, tmp_path):
     assert _strict_json(str(report_dir / "metrics.json")) == metrics
 
     # the numbers agree with an independent computation from the logits
-    logits = predict_logits(model, tokenizer, texts, max_length=32)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     predicted = [names[i] for i in logits.argmax(1)]
     expected = taxonomy_scores(predicted, labels)
     for key in ("accuracy", "macro_f1", "level_1_accuracy", "hierarchical_f1"):
         assert metrics[key] == pytest.approx(expected[key])
     assert metrics["num_unseen_reference_rows"] == 2
-    assert metrics["temperature"] == model_temperature(model.config)
+    assert metrics["temperature"] == temperature and metrics["predictor"] == "transformer"
     curve = metrics["coverage_curve"]
     assert curve["coverage"][0] == 1.0 and curve["accuracy"][0] == pytest.approx(metrics["accuracy"])
 
@@ -93,18 +94,13 @@ def test_write_report_files_and_numbers(loaded, evaluation_rows, tmp_path):
     assert row["lowest_common_ancestor"] == "" and row["common_levels"] == 0
 
 
-def test_report_uses_the_stored_temperature(loaded, evaluation_rows, tmp_path):
+def test_report_uses_the_given_temperature(loaded, evaluation_rows, tmp_path):
     model, tokenizer = loaded
     texts, labels = evaluation_rows
     logits = predict_logits(model, tokenizer, texts, max_length=32)
-    stored = getattr(model.config, "prodcat_temperature", None)  # the fixture is calibrated by training
-    try:
-        model.config.prodcat_temperature = 1.0
-        plain = write_report(model, tokenizer, texts, labels, str(tmp_path / "t1"), logits=logits)
-        model.config.prodcat_temperature = 3.0
-        hot = write_report(model, tokenizer, texts, labels, str(tmp_path / "t3"), logits=logits)
-    finally:
-        model.config.prodcat_temperature = stored
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    plain = write_report(logits, names, texts, labels, str(tmp_path / "t1"), temperature=1.0)
+    hot = write_report(logits, names, texts, labels, str(tmp_path / "t3"), temperature=3.0)
     assert hot["temperature"] == 3.0 and plain["temperature"] == 1.0
     assert hot["accuracy"] == plain["accuracy"]  # the argmax never changes
     scores = pd.read_csv(tmp_path / "t3" / "errors.csv")["top_1_score"]
@@ -146,20 +142,43 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_evaluate_cli(trained_model_dir, tmp_path):
+def test_evaluate_cli_scores_the_path_it_names(trained_model_dir, tmp_path):
+    """By default the transformer pooled with the n-gram model; --ensemble false the transformer alone.
+    Each report's figures are those of Categorizer's predictions on that path."""
+    from prodcat.predictor import Categorizer
+
     test_file = tmp_path / "test.csv"
     table = load_table(SAMPLE, ["description"], "category")
+    texts, labels = table.texts[::15], table.labels[::15]
     with open(test_file, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["description", "category"])
-        writer.writerows(zip(table.texts[::15], table.labels[::15]))
-    report_dir = tmp_path / "report"
-    result = _run_cli("--model", trained_model_dir, "--test_file", str(test_file), "--report_dir", str(report_dir), "--batch_size", "16")
-    assert result.returncode == 0, result.stderr
-    assert "accuracy" in result.stdout and "hierarchical F1" in result.stdout
-    assert sorted(os.listdir(report_dir)) == sorted(REPORT_FILES)
-    metrics = _strict_json(str(report_dir / "metrics.json"))
-    assert metrics["num_examples"] == len(table.texts[::15])
+        writer.writerows(zip(texts, labels))
+    for flags, predictor, ensemble in (((), "ensemble", None), (("--ensemble", "false"), "transformer", False)):
+        report_dir = tmp_path / f"report-{predictor}"
+        result = _run_cli(
+            "--model", trained_model_dir, "--test_file", str(test_file), "--report_dir", str(report_dir), "--batch_size", "16", *flags
+        )
+        assert result.returncode == 0, result.stderr
+        assert "accuracy" in result.stdout and "hierarchical F1" in result.stdout
+        assert ("n-gram" in result.stdout.splitlines()[0]) == (predictor == "ensemble")
+        assert sorted(os.listdir(report_dir)) == sorted(REPORT_FILES)
+        metrics = _strict_json(str(report_dir / "metrics.json"))
+        assert metrics["num_examples"] == len(texts) and metrics["predictor"] == predictor
+        categorizer = Categorizer.from_pretrained(trained_model_dir, device="cpu", ensemble=ensemble)
+        expected = taxonomy_scores([p.category for p in categorizer.predict(texts)], labels)
+        assert metrics["accuracy"] == pytest.approx(expected["accuracy"]) and metrics["macro_f1"] == pytest.approx(expected["macro_f1"])
+        assert metrics["temperature"] == pytest.approx(
+            categorizer.ensemble.temperature if categorizer.ensemble is not None else categorizer.temperature
+        )
+
+
+def test_evaluate_cli_quantize_needs_onnx(trained_model_dir, tmp_path):
+    test_file = tmp_path / "test.csv"
+    test_file.write_text("description,category\nBlue mug,Home > Kitchen\n", encoding="utf-8")
+    result = _run_cli("--model", trained_model_dir, "--test_file", str(test_file), "--report_dir", str(tmp_path / "r"), "--quantize")
+    assert result.returncode == 2 and "--backend onnx" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_evaluate_cli_missing_column_is_one_line(trained_model_dir, tmp_path):
