@@ -1,12 +1,15 @@
 """Accuracy benchmark: prodcat (default recipe) against TF-IDF + LinearSVC and fastText.
 
-Trains and scores every method on the fixed splits in ``../shared/data`` (see ``SPLITS.md``) and prints
-one table (accuracy, macro-F1, weighted-F1, per-level accuracy, hierarchical F1, train seconds,
-predict items/s). ``--write`` also puts the table and a PNG bar chart into ``BENCHMARKS.md``.
+Trains and scores every method on the fixed 80/20 splits of the two public catalogues (``--data_dir DIR``: a
+folder holding ``bigbasket-27k/{train,test}.csv`` and ``pricerunner-35k/{train,test}.csv``; default
+``$PRODCAT_DATA_DIR``, else ``shared/data`` beside the repository; see docs/benchmarks.md for where they come
+from) and prints one table (accuracy, macro-F1, weighted-F1, per-level accuracy, hierarchical F1, train seconds,
+predict items/s). ``--write`` also puts the table and a PNG bar chart into ``docs/benchmarks.md``.
 
     python benchmarks/accuracy.py                      # both datasets, all methods
     python benchmarks/accuracy.py --datasets pricerunner-35k --methods tfidf fasttext
-    python benchmarks/accuracy.py --write              # update BENCHMARKS.md and benchmarks/accuracy.png
+    python benchmarks/accuracy.py --data_dir /data/catalogues          # the splits in another folder
+    python benchmarks/accuracy.py --write              # update docs/benchmarks.md and docs/images/accuracy.png
     python benchmarks/accuracy.py --parallel --write   # the two datasets side by side, one core each
     python benchmarks/accuracy.py --datasets bigbasket-27k --seed 42 1 2   # one row per seed, then their mean
 
@@ -15,10 +18,11 @@ output folder, the seed and the dataset's name for the model card (its validatio
 test.csv is only scored). ``--seed`` seeds every method; with several seeds each method gets one row per seed and a
 row with their mean, and the chart shows the means. Seed 42 (prodcat's default) writes its models to
 ``OUTPUT_DIR/DATASET``, any other seed to ``OUTPUT_DIR/DATASET-seedN``.
-The ``ensemble`` row is the opt-in n-gram ensemble (prodcat.ngram) fitted on that same model and its
-splits, as ``--ngram_ensemble true`` does at the end of training, and predicted with ``--ensemble``.
-Not in the default table (they double prodcat's training time): ``--methods refit refit_ensemble`` trains with
-``--refit_on_all_rows true --ngram_ensemble true`` and scores the all-rows model alone and with ``--ensemble``.
+One training run gives prodcat's two rows: ``prodcat`` is the default prediction path (the transformer
+pooled with the n-gram model that training fits, as ``predict.py`` and ``Categorizer`` use it), and
+``transformer`` is the same model's transformer alone (``--ensemble false``, what ``pipeline()`` loads).
+Not in the default table (they double prodcat's training time): ``--methods refit refit_transformer`` trains with
+``--refit_on_all_rows true`` and scores the all-rows model's two paths.
 """
 
 from __future__ import annotations
@@ -35,21 +39,21 @@ import time
 import numpy as np
 import pandas as pd
 
-from common import ROOT, split_paths, write_benchmarks_block
+from common import IMAGES, ROOT, add_data_dir_argument, page_link, split_paths, write_benchmarks_block
 
 #: prodcat's default seed: its models keep the folder names they had before ``--seed`` took several values.
 DEFAULT_SEED = 42
 
 DATASETS = ["bigbasket-27k", "pricerunner-35k"]
-METHODS = ["prodcat", "ensemble", "tfidf", "fasttext"]
-OPT_IN_METHODS = ["refit", "refit_ensemble"]
+METHODS = ["prodcat", "transformer", "tfidf", "fasttext"]
+OPT_IN_METHODS = ["refit", "refit_transformer"]
 METHOD_NAMES = {
-    "prodcat": "prodcat (defaults, all-MiniLM-L6-v2)",
-    "ensemble": "prodcat + n-gram ensemble (option: --ngram_ensemble / --ensemble)",
+    "prodcat": "prodcat defaults (transformer + n-gram model: predict.py, Categorizer)",
+    "transformer": "prodcat's transformer alone (pipeline(), --ensemble false)",
     "tfidf": "TF-IDF (word 1-2 + char_wb 2-5) + LinearSVC",
     "fasttext": "fastText (lr 1.0, 25 epochs, wordNgrams 2)",
     "refit": "prodcat, refit on all rows (option: --refit_on_all_rows)",
-    "refit_ensemble": "prodcat, refit on all rows + n-gram ensemble (options)",
+    "refit_transformer": "prodcat, refit on all rows, transformer alone",
 }
 
 
@@ -117,92 +121,63 @@ def model_dir(output_dir: str, dataset: str, seed: int) -> str:
     return os.path.join(output_dir, dataset if seed == DEFAULT_SEED else f"{dataset}-seed{seed}")
 
 
-def run_prodcat(
-    train_path: str, test: pd.DataFrame, test_path: str, output_dir: str, dataset: str, seed: int = DEFAULT_SEED,
-    reuse: bool = False, extra_flags: tuple = (),
-) -> tuple[list[str], float, float]:
-    """Train prodcat with its defaults, ``seed`` and ``extra_flags``.
+#: Model folders trained by this process (a second method on the same folder scores it, never retrains it).
+TRAINED: set[str] = set()
 
-    With ``reuse``, score the model an earlier run left in ``output_dir`` instead (it must have the same seed).
+
+def train_prodcat(
+    train_path: str, test_path: str, output_dir: str, dataset: str, seed: int = DEFAULT_SEED, reuse: bool = False,
+    extra_flags: tuple = (),
+) -> dict:
+    """Train prodcat with its defaults, ``seed`` and ``extra_flags`` into ``output_dir``; its training summary.
+
+    With ``reuse``, or when this process already trained that folder, the model there is kept (it must have the
+    same training file and seed).
     """
     from prodcat.args import parse_train_args
-    from prodcat.calibration import load_saved_model
-    from prodcat.inference import predict_logits
     from prodcat.training import run_training
 
-    summary = training_summary(output_dir) if reuse else None
+    summary = training_summary(output_dir) if reuse or output_dir in TRAINED else None
     if summary is not None:
         if summary.get("train_file") != os.path.basename(train_path):
             raise SystemExit(f"--reuse_models: {output_dir} was trained on {summary.get('train_file')}, not {train_path}")
         if summary["hyperparameters"]["seed"] != seed:
             raise SystemExit(f"--reuse_models: {output_dir} was trained with seed {summary['hyperparameters']['seed']}, not {seed}")
-        print(f"   reusing the model in {output_dir} (train seconds as recorded by its training run)")
-    else:
-        # Data and output locations, the seed and the card's dataset name: every training setting is a default.
-        flags = ["--train_file", train_path, "--test_file", test_path, "--text_columns", "text", "--output_dir", output_dir,
-                 "--seed", str(seed), "--dataset_name", dataset, *extra_flags]
-        run_training(*parse_train_args(flags))
-    train_seconds = recorded_train_seconds(training_summary(output_dir))
-    model, tokenizer = load_saved_model(output_dir, device="cpu")
-    start = time.perf_counter()
-    logits = predict_logits(model, tokenizer, test.text.tolist(), batch_size=64)
-    items_per_second = len(test) / (time.perf_counter() - start)
-    predicted = [model.config.id2label[int(i)] for i in logits.argmax(-1)]
-    return predicted, train_seconds, items_per_second
+        if output_dir not in TRAINED:
+            print(f"   reusing the model in {output_dir} (train seconds as recorded by its training run)")
+        return summary
+    # Data and output locations, the seed and the card's dataset name: every training setting is a default.
+    flags = ["--train_file", train_path, "--test_file", test_path, "--text_columns", "text", "--output_dir", output_dir,
+             "--seed", str(seed), "--dataset_name", dataset, *extra_flags]
+    run_training(*parse_train_args(flags))
+    TRAINED.add(output_dir)
+    return training_summary(output_dir)
 
 
-def recorded_train_seconds(summary: dict) -> float:
-    """A training run's wall seconds as it recorded them, plus the held-out first run's with ``--refit_on_all_rows``."""
-    first_run = (summary.get("refit_on_all_rows") or {}).get("holdout_train_wall_seconds") or 0.0
-    return float(summary["results"]["train"]["train_wall_seconds"] + first_run)
-
-
-def predict_with_ensemble(output_dir: str, test: pd.DataFrame) -> tuple[list[str], float]:
-    """Test predictions of the model in ``output_dir`` with its n-gram ensemble (``--ensemble``), and items/s."""
+def run_prodcat(
+    train_path: str, test: pd.DataFrame, test_path: str, output_dir: str, dataset: str, seed: int = DEFAULT_SEED,
+    reuse: bool = False, extra_flags: tuple = (), ensemble: bool = True,
+) -> tuple[list[str], float, float]:
+    """Train (or reuse) prodcat's model and predict ``test`` on its default path, or with ``ensemble=False`` on the
+    transformer alone. Train seconds: the transformer's, plus the n-gram model's fit on the default path."""
     from prodcat.predictor import Categorizer
 
-    categorizer = Categorizer.from_pretrained(output_dir, device="cpu", ensemble=True)
+    summary = train_prodcat(train_path, test_path, output_dir, dataset, seed, reuse, extra_flags)
+    categorizer = Categorizer.from_pretrained(output_dir, device="cpu", ensemble=None if ensemble else False)
+    if ensemble and categorizer.ensemble is None:
+        print(f"   {output_dir} has no n-gram model: its default path is the transformer alone")
     start = time.perf_counter()
     predicted = [p.category for p in categorizer.predict(test.text.tolist(), batch_size=64)]
-    return predicted, len(test) / (time.perf_counter() - start)
+    items_per_second = len(test) / (time.perf_counter() - start)
+    return predicted, recorded_train_seconds(summary, ngram=categorizer.ensemble is not None), items_per_second
 
 
-def run_refit_ensemble(output_dir: str, test: pd.DataFrame) -> tuple[list[str], float, float] | None:
-    """The ``refit`` model (trained earlier in this run) predicting with its n-gram ensemble (``--ensemble``)."""
-    summary = training_summary(output_dir)
-    if summary is None:
-        print(f"skipping refit_ensemble: no model in {output_dir} (run the refit method first)")
-        return None
-    predicted, items_per_second = predict_with_ensemble(output_dir, test)
-    return predicted, recorded_train_seconds(summary), items_per_second
-
-
-def run_ensemble(train_path: str, test: pd.DataFrame, output_dir: str) -> tuple[list[str], float, float] | None:
-    """The n-gram ensemble option on the prodcat model in ``output_dir`` (trained earlier in this run).
-
-    Rebuilds that training run's splits (same file, validation share and seed), fits the ensemble as
-    ``--ngram_ensemble true`` would have at the end of training, and predicts with ``--ensemble``.
-    Train seconds are the transformer's training plus the ensemble's fit.
-    """
-    from prodcat.calibration import load_saved_model
-    from prodcat.data import build_splits, load_table
-    from prodcat.ngram import fit_ensemble_for_model
-
-    summary = training_summary(output_dir)
-    if summary is None:
-        print(f"skipping the ensemble: no prodcat model in {output_dir} (run the prodcat method first)")
-        return None
-    settings = summary["hyperparameters"]
-    table = load_table(train_path, summary["text_columns"], summary["label_column"])
-    splits = build_splits(
-        table, None, None, summary["validation_split"], settings["seed"], summary.get("validation_min_category_rows") or 2
-    )
-    model, tokenizer = load_saved_model(output_dir, device="cpu")
-    start = time.perf_counter()
-    fit_ensemble_for_model(output_dir, model, tokenizer, splits, max_length=settings["max_seq_length"], seed=settings["seed"])
-    train_seconds = time.perf_counter() - start + recorded_train_seconds(summary)
-    predicted, items_per_second = predict_with_ensemble(output_dir, test)
-    return predicted, train_seconds, items_per_second
+def recorded_train_seconds(summary: dict, ngram: bool = False) -> float:
+    """A training run's wall seconds as it recorded them, plus the held-out first run's with ``--refit_on_all_rows``,
+    plus with ``ngram`` the n-gram model's fit."""
+    first_run = (summary.get("refit_on_all_rows") or {}).get("holdout_train_wall_seconds") or 0.0
+    fit = ((summary["results"].get("ngram_ensemble") or {}).get("fit_seconds") or 0.0) if ngram else 0.0
+    return float(summary["results"]["train"]["train_wall_seconds"] + first_run + fit)
 
 
 def run_method(
@@ -210,15 +185,13 @@ def run_method(
     seed: int, reuse_models: bool,
 ) -> tuple[list[str], float, float] | None:
     """``(predicted test categories, train seconds, predict items/s)`` of one method; None when it was skipped."""
-    if method == "prodcat":
-        return run_prodcat(train_path, test, test_path, output_dir, dataset, seed, reuse_models)
-    if method == "ensemble":
-        return run_ensemble(train_path, test, output_dir)
-    if method == "refit":
-        refit_flags = ("--refit_on_all_rows", "true", "--ngram_ensemble", "true")
-        return run_prodcat(train_path, test, test_path, output_dir + "-refit", dataset, seed, reuse_models, refit_flags)
-    if method == "refit_ensemble":
-        return run_refit_ensemble(output_dir + "-refit", test)
+    if method in ("prodcat", "transformer"):
+        return run_prodcat(train_path, test, test_path, output_dir, dataset, seed, reuse_models, ensemble=method == "prodcat")
+    if method in ("refit", "refit_transformer"):
+        return run_prodcat(
+            train_path, test, test_path, output_dir + "-refit", dataset, seed, reuse_models, ("--refit_on_all_rows", "true"),
+            ensemble=method == "refit",
+        )
     if method == "tfidf":
         return run_tfidf(train, test, seed)
     return run_fasttext(train, test, seed)
@@ -314,7 +287,8 @@ def main() -> int:
         "--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[DEFAULT_SEED],
         help="Seed of every method (default 42). Several seeds: one row per seed and per method, then their mean.",
     )
-    parser.add_argument("--write", action="store_true", help="Update BENCHMARKS.md and benchmarks/accuracy.png.")
+    add_data_dir_argument(parser)
+    parser.add_argument("--write", action="store_true", help="Update docs/benchmarks.md and docs/images/accuracy.png.")
     parser.add_argument(
         "--reuse_models", action="store_true",
         help="Score the prodcat models an earlier run left in --output_dir instead of retraining (train s as recorded then).",
@@ -339,10 +313,10 @@ def main() -> int:
     table = format_table(rows)
     print("\n" + table)
     if args.write:
-        png = os.path.join(ROOT, "benchmarks", "accuracy.png")
+        png = os.path.join(IMAGES, "accuracy.png")
         plot([row for row in rows if "seed" not in row], png)  # the means when there are several seeds
-        write_benchmarks_block("accuracy-table", f"{table}\n\n![accuracy and macro-F1]({os.path.relpath(png, ROOT)})")
-        print(f"wrote BENCHMARKS.md and {os.path.relpath(png, ROOT)}")
+        page = write_benchmarks_block("accuracy-table", f"{table}\n\n![accuracy and macro-F1]({page_link(png)})")
+        print(f"wrote {os.path.relpath(page, ROOT)} and {os.path.relpath(png, ROOT)}")
     return 0
 
 
@@ -354,7 +328,8 @@ def run_parallel(args: argparse.Namespace) -> list[dict]:
         for i, dataset in enumerate(args.datasets):
             rows_json = os.path.join(folder, f"{i}.json")
             command = [sys.executable, os.path.abspath(__file__), "--datasets", dataset, "--methods", *args.methods,
-                       "--output_dir", args.output_dir, "--seed", *map(str, args.seeds), "--rows_json", rows_json]
+                       "--output_dir", args.output_dir, "--seed", *map(str, args.seeds), "--data_dir", args.data_dir,
+                       "--rows_json", rows_json]
             if args.reuse_models:
                 command.append("--reuse_models")
             env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -373,7 +348,7 @@ def run_datasets(args: argparse.Namespace) -> list[dict]:
     """Train and score every method on every dataset in this process; returns the table rows."""
     rows = []
     for dataset in args.datasets:
-        paths = split_paths(dataset)
+        paths = split_paths(dataset, args.data_dir)
         if paths is None:
             continue
         train_path, test_path = paths

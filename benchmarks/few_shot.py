@@ -3,14 +3,15 @@
 Usage::
 
     python benchmarks/few_shot.py                      # k = 8, 32, 128 on bigbasket-27k
-    python benchmarks/few_shot.py --shots 8 32 --write # also rewrite BENCHMARKS.md and benchmarks/few_shot.png
+    python benchmarks/few_shot.py --shots 8 32 --write # also rewrite docs/benchmarks.md and docs/images/few_shot.png
+    python benchmarks/few_shot.py --data_dir DIR       # DIR/bigbasket-27k/{train,test}.csv
 
-For each k, the training set keeps at most k rows of every leaf category of
-``../shared/data/bigbasket-27k/train.csv`` (rows shuffled once with ``--seed``, then the first k of each
-category, so each smaller set is a subset of the larger ones; categories with fewer rows keep all of
-theirs). Every method trains on that set, with the same ``--seed``, and is scored on the full test split. prodcat
-runs with its defaults (its validation split is carved from the sampled rows). Skips with a message when the
-data is absent.
+For each k, the training set keeps at most k rows of every leaf category of ``bigbasket-27k/train.csv`` in
+``--data_dir`` (default ``$PRODCAT_DATA_DIR``, else ``shared/data`` beside the repository). Rows are shuffled
+once with ``--seed``, then the first k of each category are kept, so each smaller set is a subset of the larger
+ones; categories with fewer rows keep all of theirs. Every method trains on that set, with the same ``--seed``,
+and is scored on the full test split. prodcat runs with its defaults (its validation split is carved from the
+sampled rows). Skips with a message when the data is absent.
 
 Prints one table (examples per category, training rows, accuracy, macro-F1, train seconds per method)
 and draws macro-F1 against examples per category.
@@ -26,11 +27,11 @@ import tempfile
 import pandas as pd
 
 from accuracy import METHOD_NAMES, METHODS, run_method, score
-from common import ROOT, split_paths, write_benchmarks_block
+from common import IMAGES, ROOT, add_data_dir_argument, page_link, split_paths, write_benchmarks_block
 
 DATASET = "bigbasket-27k"
-DEFAULT_METHODS = ["prodcat", "tfidf", "fasttext"]
-SHORT_NAMES = {"prodcat": "prodcat", "ensemble": "prodcat + n-gram", "tfidf": "TF-IDF", "fasttext": "fastText"}
+DEFAULT_METHODS = ["prodcat", "transformer", "tfidf", "fasttext"]
+SHORT_NAMES = {"prodcat": "prodcat (default)", "transformer": "transformer alone", "tfidf": "TF-IDF", "fasttext": "fastText"}
 
 
 def sample_per_category(train: pd.DataFrame, k: int, seed: int, label_column: str = "category") -> pd.DataFrame:
@@ -86,17 +87,18 @@ def plot(rows: list[dict], methods: list[str], path: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shots", nargs="+", type=int, default=[8, 32, 128], help="Examples per category.")
-    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=METHODS, help="'ensemble' needs 'prodcat' before it.")
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=METHODS)
     parser.add_argument("--output_dir", default=os.path.join(ROOT, "bench_out", "few_shot"), help="Where prodcat models go.")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--write", action="store_true", help="Rewrite the few-shot block of BENCHMARKS.md and its PNG.")
+    add_data_dir_argument(parser)
+    parser.add_argument("--write", action="store_true", help="Rewrite the few-shot block of docs/benchmarks.md and its PNG.")
     parser.add_argument(
         "--reuse_models", action="store_true",
         help="Score the prodcat models an earlier run left in --output_dir instead of retraining (train s as recorded then).",
     )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    paths = split_paths(DATASET)
+    paths = split_paths(DATASET, args.data_dir)
     if paths is None:
         return 0
     train_path, test_path = paths
@@ -126,12 +128,12 @@ def main() -> int:
               f"leaf category (seed {args.seed}).")
     print(f"\n{header}\n\n{table}")
     if args.write:
-        png = os.path.join(ROOT, "benchmarks", "few_shot.png")
+        png = os.path.join(IMAGES, "few_shot.png")
         plot(rows, args.methods, png)
-        write_benchmarks_block(
-            "few-shot", f"{header}\n\n{table}\n\n![macro-F1 against examples per category]({os.path.relpath(png, ROOT)})"
+        page = write_benchmarks_block(
+            "few-shot", f"{header}\n\n{table}\n\n![macro-F1 against examples per category]({page_link(png)})"
         )
-        print(f"wrote BENCHMARKS.md and {os.path.relpath(png, ROOT)}")
+        print(f"wrote {os.path.relpath(page, ROOT)} and {os.path.relpath(png, ROOT)}")
     return 0
 
 

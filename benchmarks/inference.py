@@ -3,16 +3,18 @@
 Usage::
 
     python benchmarks/inference.py outputs/model [--n 5000] [--threads 2] [--output inference.md] [--write]
+    python benchmarks/inference.py outputs/model --data_dir DIR   # titles from DIR/bigbasket-27k/
 
-Loads one trained model folder and ``--n`` real product titles (the bigbasket-27k test split in
-``../shared/data``, topped up from its train split when the test split is shorter; skips with a
-message when the data is absent), then measures in the same run, on the same threads:
+Loads one trained model folder and ``--n`` real product titles (the bigbasket-27k test split in ``--data_dir``,
+default ``$PRODCAT_DATA_DIR``, else ``shared/data`` beside the repository; topped up from its train split when
+the test split is shorter; skips with a message when the data is absent), then measures in the same run, on the
+same threads:
 
 - throughput (items/s) over all titles, and single-item latency p50 / p95 (ms) over
   ``--latency_n`` titles predicted one at a time, for
   (a) ``transformers.pipeline("text-classification", batch_size=32)`` (the baseline),
   (b) prodcat torch, (c) prodcat ONNX fp32, (d) prodcat ONNX int8 (near-ties re-checked in fp32,
-  the default) and (d0) pure int8; when the folder holds an n-gram model (``--ngram_ensemble``),
+  the default) and (d0) pure int8, all with ``ensemble=False``; when the folder holds an n-gram model,
   also (e) torch and (f) ONNX int8 pooled with it (``ensemble=True``), whose agreement with (a)
   measures how often the ensemble changes the answer, not an error;
 - top-1 agreement of (b)-(d) with (a);
@@ -35,30 +37,29 @@ import statistics
 import sys
 import time
 
-from common import DATA as SHARED_DATA
-from common import write_benchmarks_block
+from common import ROOT, add_data_dir_argument, write_benchmarks_block
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DATA = os.path.join(SHARED_DATA, "bigbasket-27k")
+DATASET = "bigbasket-27k"
 TARGET_SPEEDUP = 2.5
 TARGET_AGREEMENT = 0.995
 TARGET_P50_MS = 3.0
 
 
-def load_titles(n: int) -> tuple[list[str], list[str]] | None:
-    """``n`` titles and the categories of the test-split ones (the train top-up has none: scoring a
-    model on its own training rows would flatter it)."""
+def load_titles(n: int, folder: str) -> tuple[list[str], list[str]] | None:
+    """``n`` titles from ``folder`` (a catalogue's folder) and the categories of the test-split ones (the train
+    top-up has none: scoring a model on its own training rows would flatter it)."""
     import pandas as pd
 
-    test = os.path.join(DATA, "test.csv")
+    test = os.path.join(folder, "test.csv")
     if not os.path.isfile(test):
         return None
     frame = pd.read_csv(test, dtype=str, keep_default_na=False)
     frame = frame[frame["text"].str.strip() != ""]
     titles, labels = frame["text"].tolist()[:n], frame["category"].tolist()[:n]
-    train = os.path.join(DATA, "train.csv")
+    train = os.path.join(folder, "train.csv")
     if len(titles) < n and os.path.isfile(train):
         extra = pd.read_csv(train, dtype=str, keep_default_na=False)["text"]
         titles += [t for t in extra.tolist() if t.strip()][: n - len(titles)]
@@ -125,12 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for every engine (default: all cores).")
     parser.add_argument("--batch_size", type=int, default=64, help="prodcat batch size (the pipeline uses 32).")
     parser.add_argument("--output", help="Also write the table as markdown to this file.")
-    parser.add_argument("--write", action="store_true", help="Rewrite the inference table in BENCHMARKS.md.")
+    add_data_dir_argument(parser)
+    parser.add_argument("--write", action="store_true", help="Rewrite the inference table in docs/benchmarks.md.")
     args = parser.parse_args(argv)
 
-    loaded = load_titles(args.n)
+    folder = os.path.join(args.data_dir, DATASET)
+    loaded = load_titles(args.n, folder)
     if loaded is None:
-        print(f"skipped: real product titles not found at {DATA} (the shared/ folder beside the repo)")
+        print(f"skipped: real product titles not found at {folder} (pass --data_dir DIR or set PRODCAT_DATA_DIR: "
+              f"a folder holding {DATASET}/test.csv)")
         return 0
     titles, test_labels = loaded
     import torch
@@ -159,10 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     engines = {
-        "(b) prodcat torch": dict(backend="torch", device="cpu"),
-        "(c) prodcat ONNX fp32": dict(backend="onnx"),
-        "(d) prodcat ONNX int8": dict(backend="onnx", quantize=True),
-        "(d0) (d) without the fp32 re-check of near-ties": dict(backend="onnx", quantize=True, recheck_margin=0),
+        "(b) prodcat torch": dict(backend="torch", device="cpu", ensemble=False),
+        "(c) prodcat ONNX fp32": dict(backend="onnx", ensemble=False),
+        "(d) prodcat ONNX int8": dict(backend="onnx", quantize=True, ensemble=False),
+        "(d0) (d) without the fp32 re-check of near-ties": dict(backend="onnx", quantize=True, recheck_margin=0, ensemble=False),
     }
     from prodcat import ngram
 
@@ -187,10 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name]["rechecked"] = forward.rechecked / max(forward.rows, 1)
         del categorizer
 
-    token_counts = [
-        len(ids)
-        for ids in Categorizer.from_pretrained(args.model, device="cpu").tokenizer(titles, truncation=True, max_length=512)["input_ids"]
-    ]
+    tokenizer = Categorizer.from_pretrained(args.model, device="cpu", ensemble=False).tokenizer
+    token_counts = [len(ids) for ids in tokenizer(titles, truncation=True, max_length=512)["input_ids"]]
     useful_gflop = encoder_flops(config, token_counts) / 1e9
     peak = matmul_gflops(args.threads)
 
@@ -246,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8") as handle:
             handle.write(table + "\n")
     if args.write:
-        write_benchmarks_block("inference", table)
-        print("wrote BENCHMARKS.md")
+        page = write_benchmarks_block("inference", table)
+        print(f"wrote {os.path.relpath(page, ROOT)}")
     return 0
 
 

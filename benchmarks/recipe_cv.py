@@ -5,9 +5,10 @@ Usage::
     python benchmarks/recipe_cv.py --name defaults                          # bigbasket-27k, 3 folds
     python benchmarks/recipe_cv.py --name lr3e-4 -- --learning_rate 3e-4    # train.py flags after --
     python benchmarks/recipe_cv.py --compare bench_out/cv/defaults.json bench_out/cv/lr3e-4.json
+    python benchmarks/recipe_cv.py --name defaults --data_dir DIR          # DIR/bigbasket-27k/train.csv
 
 Why: one 10% validation split of bigbasket-27k (1,878 titles) cannot rank recipe changes of 1-2 points of
-macro-F1 (BENCHMARKS.md, session 5: five models' validation and test macro-F1 had rank correlation -0.8).
+macro-F1 (docs/experiments.md: five models' validation and test macro-F1 had rank correlation -0.8).
 Here every fold trains with ``train.py`` on (k-1)/k of the training file and validates on the remaining
 1/k, so every training row is validated on once. A fold's scores are what ``train.py`` reports for its
 validation file (last epoch, then the prior correction) and the calibrated validation log-loss. The folds
@@ -18,7 +19,9 @@ and still train on them). Costs k trainings per recipe (bigbasket-27k: about 16 
 Writes ``OUTPUT_DIR/NAME.json`` (per-fold and mean scores); the fold models are deleted unless
 ``--keep_models``. Each finished fold's scores stay in ``OUTPUT_DIR/NAME/fold_N/scores.json`` and are reused
 by a later run of the same folds (file, k, seed, columns) and flags, so ``--only_folds`` can spread the folds
-over cores or machines. Skips with a message when the data is absent.
+over cores or machines. The dataset's ``train.csv`` is read from ``--data_dir`` (default ``$PRODCAT_DATA_DIR``,
+else ``shared/data`` beside the repository) unless ``--train_file`` names a file; skips with a message when the
+data is absent.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from common import ROOT, split_paths
+from common import ROOT, add_data_dir_argument, split_paths
 from prodcat.io import write_frame, write_json
 
 #: Scores read from each fold's output folder: (name, file, key).
@@ -143,7 +146,7 @@ def run_recipe(args: argparse.Namespace, train_flags: list[str]) -> dict | None:
     """Train and score every fold of one recipe; returns the result written to OUTPUT_DIR/NAME.json."""
     train_path = args.train_file
     if train_path is None:
-        paths = split_paths(args.dataset)
+        paths = split_paths(args.dataset, args.data_dir)
         if paths is None:
             return None
         train_path = paths[0]
@@ -222,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     own = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", default="defaults", help="Name of the recipe (the result file's name).")
-    parser.add_argument("--dataset", default="bigbasket-27k", help="Shared dataset whose train.csv is split (../shared/data).")
-    parser.add_argument("--train_file", default=None, help="A training file instead of the shared dataset's train.csv.")
+    parser.add_argument("--dataset", default="bigbasket-27k", help="Catalogue in --data_dir whose train.csv is split.")
+    add_data_dir_argument(parser)
+    parser.add_argument("--train_file", default=None, help="A training file instead of the catalogue's train.csv.")
     parser.add_argument("--text_columns", default="text")
     parser.add_argument("--label_column", default="category")
     parser.add_argument("--folds", type=int, default=3)

@@ -3,12 +3,13 @@
 Usage::
 
     python benchmarks/training_speed.py                 # 2,000 bigbasket-27k titles, 2 rounds
-    python benchmarks/training_speed.py --write         # also rewrite the table in BENCHMARKS.md
+    python benchmarks/training_speed.py --write         # also rewrite the table in docs/benchmarks.md
     python benchmarks/training_speed.py --variants      # also time prodcat variants (batch, length, precision, threads, processes)
 
 Both recipes train the same model (the embedded all-MiniLM-L6-v2 unless ``--model``) for one epoch on
-the same ``--n`` titles sampled with a fixed seed from ``../shared/data/bigbasket-27k/train.csv``
-(skipped with a message when absent), on the same machine, alternating ``notebook, prodcat`` for
+the same ``--n`` titles sampled with a fixed seed from ``bigbasket-27k/train.csv`` in ``--data_dir`` (default
+``$PRODCAT_DATA_DIR``, else ``shared/data`` beside the repository; skipped with a message when absent), on the
+same machine, alternating ``notebook, prodcat`` for
 ``--rounds`` rounds. Each run is its own process, so its peak memory (``ru_maxrss``) is its own.
 
 (a) notebook: a torch ``Dataset`` that tokenises each item in ``__getitem__`` with
@@ -24,7 +25,7 @@ the same ``--n`` titles sampled with a fixed seed from ``../shared/data/bigbaske
 
 Reported per recipe (median over rounds): samples/s over the epoch (``n / seconds``, model loading
 excluded for both), the seconds themselves, and peak resident memory; then the ratio prodcat / notebook.
-The target of the training-speed issue is a ratio of at least 5.
+The target is a ratio of at least 5.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, split_paths, write_benchmarks_block
+from common import ROOT, add_data_dir_argument, split_paths, write_benchmarks_block
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -224,14 +225,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--model", help="Model id or path (default: the embedded all-MiniLM-L6-v2).")
     parser.add_argument("--variants", action="store_true", help="Also time prodcat variants once each (see VARIANTS).")
-    parser.add_argument("--write", action="store_true", help="Rewrite the training-speed table in BENCHMARKS.md.")
+    add_data_dir_argument(parser)
+    parser.add_argument("--write", action="store_true", help="Rewrite the training-speed table in docs/benchmarks.md.")
     for hidden in ("--recipe", "--variant", "--csv", "--result_json", "--output_dir"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
-    paths = split_paths("bigbasket-27k")
+    paths = split_paths("bigbasket-27k", args.data_dir)
     if paths is None:
         return 0
     import torch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -12,8 +13,8 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
-from accuracy import format_table, mean_rows, model_dir, recorded_train_seconds, run_prodcat  # noqa: E402
-from common import write_benchmarks_block  # noqa: E402
+from accuracy import METHOD_NAMES, format_table, mean_rows, model_dir, recorded_train_seconds, run_prodcat  # noqa: E402
+from common import BENCHMARKS_PAGE, ROOT, write_benchmarks_block  # noqa: E402
 from few_shot import sample_per_category  # noqa: E402
 from recipe_cv import compare, fold_assignment  # noqa: E402
 from recipe_cv import main as recipe_cv_main  # noqa: E402
@@ -31,7 +32,8 @@ def test_sample_per_category_caps_keeps_small_categories_and_nests():
 
 
 def test_benchmarks_block_is_replaced_in_place_or_appended(tmp_path):
-    path = str(tmp_path / "BENCHMARKS.md")
+    assert BENCHMARKS_PAGE == os.path.join(ROOT, "docs", "benchmarks.md")  # where the scripts' --write goes
+    path = str(tmp_path / "benchmarks.md")
     with open(path, "w") as handle:
         handle.write("# Benchmarks\n\nintro\n<!-- speed:start -->\nold table\n<!-- speed:end -->\n\nnotes stay\n")
     write_benchmarks_block("speed", "new table", path)
@@ -142,10 +144,11 @@ def test_accuracy_means_each_method_over_its_seeds_and_names_them_in_the_table()
     assert means[0]["macro_f1"] == pytest.approx(0.61) and means[0]["train_seconds"] == pytest.approx(110.0)
     assert "seed" not in means[0]
     table = format_table(rows + means).splitlines()
-    assert "prodcat (defaults, all-MiniLM-L6-v2), seed 1 | 0.700 | 0.620 |" in table[4]
-    assert "prodcat (defaults, all-MiniLM-L6-v2), mean of seeds 42, 1 (macro-F1 0.600-0.620) | 0.700 | 0.610 |" in table[6]
+    name = METHOD_NAMES["prodcat"]
+    assert f"{name}, seed 1 | 0.700 | 0.620 |" in table[4]
+    assert f"{name}, mean of seeds 42, 1 (macro-F1 0.600-0.620) | 0.700 | 0.610 |" in table[6]
     single = {key: value for key, value in rows[0].items() if key != "seed"}
-    assert "| prodcat (defaults, all-MiniLM-L6-v2) | 0.700 |" in format_table([single])  # one seed: no seed in the name
+    assert f"| {name} | 0.700 |" in format_table([single])  # one seed: no seed in the name
 
 
 def test_accuracy_trains_prodcat_with_the_seed_it_was_given(tmp_path, monkeypatch):
@@ -179,18 +182,18 @@ def test_few_shot_trains_every_method_with_its_seed(tmp_path, monkeypatch, capsy
     import few_shot
 
     rows = pd.DataFrame({"text": [f"title {i}" for i in range(12)], "category": ["a > x", "a > y", "b > z"] * 4})
-    rows.to_csv(tmp_path / "train.csv", index=False)
-    rows.to_csv(tmp_path / "test.csv", index=False)
+    (tmp_path / "bigbasket-27k").mkdir()
+    rows.to_csv(tmp_path / "bigbasket-27k" / "train.csv", index=False)
+    rows.to_csv(tmp_path / "bigbasket-27k" / "test.csv", index=False)
     calls = []
 
     def fake_run_method(method, train_path, train, test, test_path, output_dir, dataset, seed, reuse_models):
         calls.append((method, len(train), seed, reuse_models))
         return test.category.tolist(), 1.0, 100.0
 
-    monkeypatch.setattr(few_shot, "split_paths", lambda dataset: (str(tmp_path / "train.csv"), str(tmp_path / "test.csv")))
     monkeypatch.setattr(few_shot, "run_method", fake_run_method)
     monkeypatch.setattr(sys, "argv", ["few_shot.py", "--shots", "2", "--methods", "prodcat", "tfidf", "--seed", "7",
-                                      "--reuse_models", "--output_dir", str(tmp_path / "out")])
+                                      "--reuse_models", "--output_dir", str(tmp_path / "out"), "--data_dir", str(tmp_path)])
     assert few_shot.main() == 0
     assert calls == [("prodcat", 6, 7, True), ("tfidf", 6, 7, True)]  # 2 rows of each of 3 categories
     assert "(seed 7)" in capsys.readouterr().out
@@ -210,3 +213,39 @@ def test_training_speed_runs_the_processes_variant_under_torchrun_and_only_it():
     flags = ["--processes", "2", "--torch_threads", "1"]
     assert pop_flag(flags, "--processes") == "2" and flags == ["--torch_threads", "1"]
     assert pop_flag(flags, "--processes") is None and flags == ["--torch_threads", "1"]
+
+
+def test_data_dir_chooses_the_catalogues_folder_over_the_environment(tmp_path, monkeypatch, capsys):
+    import accuracy
+
+    folder = tmp_path / "catalogues" / "pricerunner-35k"
+    folder.mkdir(parents=True)
+    rows = pd.DataFrame({"text": ["samsung 55 led tv", "apple iphone 8 64gb"], "category": ["TVs", "Mobile Phones"]})
+    for split in ("train", "test"):
+        rows.to_csv(folder / f"{split}.csv", index=False)
+    seen = []
+
+    def fake_run_method(method, train_path, train, test, test_path, *rest):
+        seen.append((train_path, test_path, len(train)))
+        return test.category.tolist(), 1.0, 10.0
+
+    monkeypatch.setattr(accuracy, "run_method", fake_run_method)
+    monkeypatch.setenv("PRODCAT_DATA_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setattr(sys, "argv", ["accuracy.py", "--datasets", "pricerunner-35k", "--methods", "tfidf",
+                                      "--data_dir", str(tmp_path / "catalogues")])
+    assert accuracy.main() == 0
+    assert seen == [(str(folder / "train.csv"), str(folder / "test.csv"), 2)]  # the flag wins over the environment
+    # Without the flag, $PRODCAT_DATA_DIR names the folder; a catalogue missing there is skipped with a message.
+    monkeypatch.setattr(sys, "argv", ["accuracy.py", "--datasets", "pricerunner-35k", "--methods", "tfidf"])
+    assert accuracy.main() == 0
+    out = capsys.readouterr().out
+    assert f"skipping pricerunner-35k: {tmp_path / 'elsewhere' / 'pricerunner-35k' / 'train.csv'}" in out
+    assert "pass --data_dir DIR or set PRODCAT_DATA_DIR" in out and len(seen) == 1
+
+
+@pytest.mark.parametrize("script", ["accuracy", "ensemble_cv", "few_shot", "inference", "recipe_cv", "significance", "training_speed"])
+def test_every_script_that_reads_the_catalogues_takes_data_dir(script, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--help"])
+    with pytest.raises(SystemExit) as stopped:
+        importlib.import_module(script).main()
+    assert stopped.value.code == 0 and "--data_dir" in capsys.readouterr().out
