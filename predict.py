@@ -2,7 +2,7 @@
 
 import sys
 
-from prodcat.cli import predict_main, run_guarded
+from prodcat.cli.main import predict_main, run_guarded
 
 if __name__ == "__main__":
     sys.exit(run_guarded(predict_main, sys.argv[1:]))

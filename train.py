@@ -2,7 +2,7 @@
 
 import sys
 
-from prodcat.cli import run_guarded, train_main
+from prodcat.cli.main import run_guarded, train_main
 
 if __name__ == "__main__":
     sys.exit(run_guarded(train_main, sys.argv[1:]))

@@ -134,8 +134,8 @@ def train_prodcat(
     With ``reuse``, or when this process already trained that folder, the model there is kept (it must have the
     same training file and seed).
     """
-    from prodcat.args import parse_train_args
-    from prodcat.training import run_training
+    from prodcat.training.config import parse_train_args
+    from prodcat.training.run import run_training
 
     summary = training_summary(output_dir) if reuse or output_dir in TRAINED else None
     if summary is not None:
@@ -160,7 +160,7 @@ def run_prodcat(
 ) -> tuple[list[str], float, float]:
     """Train (or reuse) prodcat's model and predict ``test`` on its default path, or with ``ensemble=False`` on the
     transformer alone. Train seconds: the transformer's, plus the n-gram model's fit on the default path."""
-    from prodcat.predictor import Categorizer
+    from prodcat.inference.categorizer import Categorizer
 
     summary = train_prodcat(train_path, test_path, output_dir, dataset, seed, reuse, extra_flags)
     categorizer = Categorizer.from_pretrained(output_dir, device="cpu", ensemble=None if ensemble else False)
@@ -198,8 +198,8 @@ def run_method(
 
 
 def score(predicted: list[str], references: list[str]) -> dict[str, float]:
-    from prodcat.hierarchy import normalize_path
-    from prodcat.metrics.taxonomy_metrics import taxonomy_scores
+    from prodcat.core.hierarchy import normalize_path
+    from prodcat.evaluation.metrics.taxonomy_metrics import taxonomy_scores
 
     return taxonomy_scores([normalize_path(p) for p in predicted], [normalize_path(r) for r in references])
 

@@ -64,7 +64,7 @@ def write_benchmarks_block(name: str, body: str, path: str | None = None) -> str
     ``path`` defaults to the repository's docs/benchmarks.md. The block is appended when the markers are
     missing; the file is replaced atomically. Returns its path.
     """
-    from prodcat.io import atomic_path
+    from prodcat.core.io import atomic_path
 
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     path = path or BENCHMARKS_PAGE

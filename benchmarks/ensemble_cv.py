@@ -1,7 +1,7 @@
 """Cross-validation of how the n-gram ensemble chooses its pooling, on each public catalogue.
 
 Training fits the n-gram model on the training split and picks the pool's scale ``a`` and weight ``w``
-on the validation split by the lowest negative log-likelihood (prodcat.ngram). This script checks that
+on the validation split by the lowest negative log-likelihood (prodcat.inference.ngram). This script checks that
 rule against the alternatives on every catalogue, using only rows of ``train.csv``: it rebuilds the
 validation split of the model that ``benchmarks/accuracy.py`` trained (same file, share and seed), fits
 the n-gram model on the training split, and runs K-fold cross-validation over the validation rows. In
@@ -35,10 +35,10 @@ from common import ROOT, add_data_dir_argument, split_paths, write_benchmarks_bl
 def validation_outputs(train_path: str, folder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """``(transformer logits, n-gram decisions, class ids, labels)`` on the validation rows of the run in ``folder``
     (rows of categories the model does not know are left out, as training leaves them out)."""
-    from prodcat.calibration import label_ids
-    from prodcat.data import LABEL_PATH, TEXT, build_splits, load_table
-    from prodcat.ngram import NgramModel
-    from prodcat.predictor import Categorizer
+    from prodcat.data.tables import LABEL_PATH, TEXT, build_splits, load_table
+    from prodcat.evaluation.calibration import label_ids
+    from prodcat.inference.categorizer import Categorizer
+    from prodcat.inference.ngram import NgramModel
 
     summary = training_summary(folder)
     settings = summary["hyperparameters"]
@@ -57,16 +57,16 @@ def validation_outputs(train_path: str, folder: str) -> tuple[np.ndarray, np.nda
 
 
 def grid() -> list[tuple[float, float]]:
-    from prodcat.ngram import SCALES, WEIGHTS
+    from prodcat.inference.ngram import SCALES, WEIGHTS
 
     return [(1.0, 0.0)] + [(a, w) for a in SCALES for w in WEIGHTS if w > 0]
 
 
 def merit(rule: str, trial: tuple[float, float], logits: np.ndarray, decisions: np.ndarray, targets: np.ndarray) -> float:
     """How good ``(a, w)`` is on these rows by ``rule``'s measure (higher is better; ``w=...`` rules use the NLL)."""
-    from prodcat.calibration import fit_temperature, negative_log_likelihood
-    from prodcat.metrics.taxonomy_metrics import taxonomy_scores
-    from prodcat.ngram import pool
+    from prodcat.evaluation.calibration import fit_temperature, negative_log_likelihood
+    from prodcat.evaluation.metrics.taxonomy_metrics import taxonomy_scores
+    from prodcat.inference.ngram import pool
 
     scores = pool(logits, decisions, *trial)
     if rule in ("accuracy", "macro_f1"):
@@ -84,8 +84,8 @@ def cross_validate(logits, decisions, targets, rules: list[str], folds: int, see
     """Out-of-fold accuracy and macro-F1 of each rule, and the ``(a, w)`` it chose in each fold."""
     from sklearn.model_selection import KFold
 
-    from prodcat.metrics.taxonomy_metrics import taxonomy_scores
-    from prodcat.ngram import pool
+    from prodcat.evaluation.metrics.taxonomy_metrics import taxonomy_scores
+    from prodcat.inference.ngram import pool
 
     predicted = {rule: np.zeros(len(targets), dtype=np.int64) for rule in rules + ["n-gram alone"]}
     chosen: dict[str, list[tuple[float, float]]] = {rule: [] for rule in rules}
@@ -104,7 +104,7 @@ def cross_validate(logits, decisions, targets, rules: list[str], folds: int, see
 
 
 def main() -> int:
-    from prodcat.ngram import WEIGHTS
+    from prodcat.inference.ngram import WEIGHTS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)

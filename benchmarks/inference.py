@@ -141,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoConfig, pipeline
     from transformers.utils import logging as hf_logging
 
-    from prodcat.hierarchy import normalize_path
-    from prodcat.predictor import Categorizer, detect_label_separator
+    from prodcat.core.hierarchy import normalize_path
+    from prodcat.inference.categorizer import Categorizer
+    from prodcat.modeling.loading import detect_label_separator
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "(d) prodcat ONNX int8": dict(backend="onnx", quantize=True, ensemble=False),
         "(d0) (d) without the fp32 re-check of near-ties": dict(backend="onnx", quantize=True, recheck_margin=0, ensemble=False),
     }
-    from prodcat import ngram
+    from prodcat.inference import ngram
 
     if ngram.has_ensemble(args.model):
         engines["(e) prodcat torch + n-gram ensemble"] = dict(backend="torch", device="cpu", ensemble=True)
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.output:
-        from prodcat.io import atomic_path
+        from prodcat.core.io import atomic_path
 
         with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8") as handle:
             handle.write(table + "\n")

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from common import ROOT, add_data_dir_argument, split_paths
-from prodcat.io import write_frame, write_json
+from prodcat.core.io import write_frame, write_json
 
 #: Scores read from each fold's output folder: (name, file, key).
 FOLD_SCORES = (

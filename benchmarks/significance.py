@@ -32,7 +32,7 @@ from common import ROOT, add_data_dir_argument, split_paths
 
 
 def macro_f1(references: np.ndarray, predicted: np.ndarray) -> float:
-    """Macro-F1 over the categories in references or predictions (prodcat.metrics' definition)."""
+    """Macro-F1 over the categories in references or predictions (prodcat.evaluation.metrics' definition)."""
     from sklearn.metrics import f1_score
 
     return float(f1_score(references, predicted, average="macro", zero_division=0))
@@ -73,9 +73,9 @@ def main() -> int:
     paths = split_paths(args.dataset, args.data_dir)
     if paths is None:
         return 0
-    from prodcat.hierarchy import normalize_path
-    from prodcat.ngram import has_ensemble
-    from prodcat.predictor import Categorizer
+    from prodcat.core.hierarchy import normalize_path
+    from prodcat.inference.categorizer import Categorizer
+    from prodcat.inference.ngram import has_ensemble
 
     model_dir = args.model_dir or os.path.join(ROOT, "bench_out", args.dataset)
     if not os.path.exists(os.path.join(model_dir, "config.json")):

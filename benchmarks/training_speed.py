@@ -15,7 +15,7 @@ same machine, alternating ``notebook, prodcat`` for
 (a) notebook: a torch ``Dataset`` that tokenises each item in ``__getitem__`` with
     ``padding="max_length"``, max length 128, batch size 4, shuffled; a hand-written loop with
     ``torch.optim.AdamW`` (lr 5e-5) and ``get_linear_schedule_with_warmup``.
-(b) prodcat: ``prodcat.training.run_training`` with its defaults (texts tokenised once with
+(b) prodcat: ``prodcat.training.run.run_training`` with its defaults (texts tokenised once with
     ``datasets.map``, dynamic padding, length-grouped batches of 32, max length 64, frozen word
     embeddings, warm-started head) for one epoch, with no validation split, so nothing but training
     runs (no evaluation, calibration, audit or report). Its time includes tokenisation, the head's
@@ -136,8 +136,8 @@ def run_prodcat(csv_path: str, model_path: str | None, seed: int, extra_flags: l
     """One epoch of prodcat's Trainer path; seconds from the loaded model to the saved one."""
     import torch
 
-    import prodcat.training as training
-    from prodcat.args import parse_train_args
+    import prodcat.training.run as training
+    from prodcat.training.config import parse_train_args
 
     flags = list(extra_flags)
     pop_flag(flags, "--processes")  # run_child launched this process with torchrun
@@ -168,7 +168,7 @@ def run_prodcat(csv_path: str, model_path: str | None, seed: int, extra_flags: l
 
 def child(args: argparse.Namespace) -> int:
     """Run one recipe in this process and write its figures to ``--result_json``."""
-    from prodcat.model import default_model_path
+    from prodcat.modeling.loading import default_model_path
 
     model_path = args.model or default_model_path()
     if args.recipe == "notebook":

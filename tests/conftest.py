@@ -37,8 +37,8 @@ TINY_TRAIN_FLAGS = [
 @pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory) -> str:
     """A model fine-tuned for a few steps on the bundled sample (embedded MiniLM, CPU)."""
-    from prodcat.args import parse_train_args
-    from prodcat.training import run_training
+    from prodcat.training.config import parse_train_args
+    from prodcat.training.run import run_training
 
     out = str(tmp_path_factory.mktemp("model"))
     run_training(*parse_train_args(TINY_TRAIN_FLAGS + ["--output_dir", out]))

@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-import prodcat.args as args_mod
-from prodcat.args import check_processes_per_gpu, check_split_arguments, parse_train_args
-from prodcat.errors import ProdcatError
+import prodcat.training.config as args_mod
+from prodcat.core.errors import ProdcatError
+from prodcat.training.config import check_processes_per_gpu, check_split_arguments, parse_train_args
 from tests.conftest import ROOT
 
 

@@ -8,8 +8,9 @@ import json
 import pytest
 from conftest import shared_data_path
 
-from prodcat.audit import audit_for_training, audit_tables, label_variant_key, main, normalize_text
-from prodcat.errors import ProdcatError
+from prodcat.cli.audit import main
+from prodcat.core.errors import ProdcatError
+from prodcat.data.audit import audit_for_training, audit_tables, label_variant_key, normalize_text
 
 
 def write_csv(path, rows, header=("description", "category")) -> str:

@@ -20,16 +20,16 @@ import sys
 import pandas as pd
 import pytest
 
-from prodcat.cli import predict_main, run_guarded, train_main
-from prodcat.data import (
+from prodcat.cli.main import predict_main, run_guarded, train_main
+from prodcat.core.errors import ProdcatError
+from prodcat.data.tables import (
     MAX_TEXT_CHARS,
     build_splits,
     load_table,
     read_frame,
     source_row_numbers,
 )
-from prodcat.errors import ProdcatError
-from prodcat.model import default_model_path
+from prodcat.modeling.loading import default_model_path
 from tests.conftest import ROOT, subprocess_env
 
 
@@ -240,7 +240,7 @@ def test_bad_config_file_is_one_line_exit_2(name, content, fragment, tmp_path, c
 
 def test_config_values_written_as_strings_are_converted(tmp_path):
     """PyYAML reads ``1e-4`` as a string; a quoted number in JSON is common too: both are repaired."""
-    from prodcat.args import parse_train_args
+    from prodcat.training.config import parse_train_args
 
     path = write(tmp_path / "config.yaml", 'learning_rate: 1e-4\nnum_train_epochs: "3"\nseed: 3.0\ncalibrate: "false"\n')
     model_args, _, training_args = parse_train_args([path])
@@ -492,8 +492,8 @@ def test_every_category_a_singleton_needs_validation_split_0_and_then_trains(tmp
     splits = build_splits(table, None, None, validation_split=0.0, seed=1)
     assert len(splits.train) == 10 and splits.validation is None
 
-    from prodcat.args import parse_train_args
-    from prodcat.training import run_training
+    from prodcat.training.config import parse_train_args
+    from prodcat.training.run import run_training
 
     out = str(tmp_path / "out")
     argv = ["--train_file", str(tmp_path / "p.csv"), "--validation_split", "0", "--output_dir", out, *FAST]

@@ -152,7 +152,7 @@ def test_accuracy_means_each_method_over_its_seeds_and_names_them_in_the_table()
 
 
 def test_accuracy_trains_prodcat_with_the_seed_it_was_given(tmp_path, monkeypatch):
-    import prodcat.training
+    import prodcat.training.run
 
     seen = {}
 
@@ -163,7 +163,7 @@ def test_accuracy_trains_prodcat_with_the_seed_it_was_given(tmp_path, monkeypatc
         seen["seed"], seen["output_dir"] = training_args.seed, training_args.output_dir
         raise Stop
 
-    monkeypatch.setattr(prodcat.training, "run_training", fake_run_training)
+    monkeypatch.setattr(prodcat.training.run, "run_training", fake_run_training)
     output_dir = model_dir(str(tmp_path), "bigbasket-27k", 1)
     with pytest.raises(Stop):
         run_prodcat("train.csv", pd.DataFrame(), "test.csv", output_dir, "bigbasket-27k", seed=1)

@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from prodcat.calibration import (
+from prodcat.evaluation.calibration import (
     TEMPERATURE_KEY,
     calibration_summary,
     expected_calibration_error,
@@ -18,8 +18,8 @@ from prodcat.calibration import (
     negative_log_likelihood,
     probabilities,
     reliability_bins,
-    write_temperature,
 )
+from prodcat.training.postfit import write_temperature
 
 
 def calibrated_sample(n: int = 6000, classes: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,8 @@ import logging
 import pandas as pd
 import pytest
 
-from prodcat.data import (
+from prodcat.core.errors import ProdcatError
+from prodcat.data.tables import (
     UNSEEN_BASE,
     add_category_name_examples,
     build_splits,
@@ -13,7 +14,6 @@ from prodcat.data import (
     read_frame,
     tokenize,
 )
-from prodcat.errors import ProdcatError
 
 
 def write_csv(path, rows, columns=("description", "category")):
@@ -82,7 +82,7 @@ def test_missing_and_unknown_files_are_one_line_errors(tmp_path):
 
 def test_csv_reads_whole_with_source_lines_and_a_header_only_file_keeps_its_columns(tmp_path):
     # read_frame and the streaming reader share one parser: the same file reads the same both ways.
-    from prodcat.data import iter_delimited_frames
+    from prodcat.data.tables import iter_delimited_frames
 
     path = tmp_path / "p.csv"
     path.write_text('title,category\n\n"Pens, blue",Office\nMug,Kitchen\n', encoding="utf-8")
@@ -181,7 +181,7 @@ def test_single_class_is_an_error(tmp_path):
 
 
 def test_tokenize_keeps_lengths_for_grouping(tmp_path):
-    from prodcat.model import default_model_path, load_tokenizer
+    from prodcat.modeling.loading import default_model_path, load_tokenizer
 
     table = load_table(write_csv(tmp_path / "p.csv", balanced_rows(2, 3)), ["description"], "category")
     splits = build_splits(table, None, None, 0.0, 1)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from prodcat.hierarchy import ancestors, level_membership, max_depth, normalize_path, path_prefix
+from prodcat.core.hierarchy import ancestors, level_membership, max_depth, normalize_path, path_prefix
 
 
 @pytest.mark.parametrize(

@@ -35,8 +35,9 @@ from huggingface_hub import CommitOperationAdd, HfApi, metadata_load
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.hf_api import CommitInfo, RepoUrl
 
-from prodcat import cli, hub
-from prodcat.errors import ProdcatError
+from prodcat.cli import main as cli
+from prodcat.core.errors import ProdcatError
+from prodcat.hub import push as hub
 from tests.conftest import linked_copy
 
 try:  # the HTTP client huggingface_hub raises from: httpx2 in 2.x, httpx in 1.x
@@ -184,7 +185,7 @@ def test_files_to_push_carry_ngram_unless_left_out(model_dir, tmp_path):
 
 
 def test_push_says_that_ngram_goes_with_it_and_how_to_leave_it_out(model_dir, caplog):
-    caplog.set_level(logging.INFO, logger="prodcat.hub")
+    caplog.set_level(logging.INFO, logger="prodcat.hub.push")
     with simulated_hub() as (_, create_commit):
         hub.push_output_dir(model_dir, "acme/prodcat-sample", token=TOKEN)
     (line,) = [r.getMessage() for r in caplog.records if "ngram/" in r.getMessage()]
@@ -198,7 +199,7 @@ def test_push_says_that_ngram_goes_with_it_and_how_to_leave_it_out(model_dir, ca
 
 @pytest.mark.parametrize("entry", ["hub", "cli"])
 def test_ngram_ensemble_false_leaves_ngram_out_of_the_push_and_the_card(model_dir, caplog, capsys, entry):
-    caplog.set_level(logging.INFO, logger="prodcat.hub")
+    caplog.set_level(logging.INFO, logger="prodcat.hub.push")
     argv = [model_dir, "--hub_model_id", "acme/prodcat-sample", "--token", TOKEN, "--ngram_ensemble", "false"]
     with simulated_hub() as (_, create_commit):
         assert (hub.main(argv) if entry == "hub" else cli.main(["push", *argv])) == 0
@@ -263,7 +264,7 @@ def test_a_file_containing_the_token_is_refused(model_dir):
 
 def test_training_integration_keeps_the_token_out_of_training_args(monkeypatch):
     """Trainer pickles TrainingArguments into training_args.bin: the token must be gone before that."""
-    from prodcat.args import parse_train_args
+    from prodcat.training.config import parse_train_args
 
     _, _, training_args = parse_train_args(
         ["--push_to_hub", "--hub_model_id", "acme/prodcat-sample", "--hub_token", TOKEN, "--hub_private_repo", "true"]
@@ -437,7 +438,7 @@ def test_model_loads_by_hub_id_from_the_cache_offline(model_dir, hub_cache_env, 
 
 def test_predict_py_loads_by_hub_id_from_the_cache_offline(model_dir, hub_cache_env, tmp_path):
     """``predict.py --model org/name`` goes through the same cache (skipped until the predictor exists)."""
-    pytest.importorskip("prodcat.predict_cli", reason="prodcat.predict_cli (the predictor) is not there yet")
+    pytest.importorskip("prodcat.cli.predict", reason="prodcat.cli.predict (the predictor) is not there yet")
     with open(os.path.join(model_dir, "config.json")) as handle:
         labels = set(json.load(handle)["id2label"].values())
     result = subprocess.run(

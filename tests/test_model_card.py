@@ -17,8 +17,8 @@ import yaml
 from huggingface_hub import ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from prodcat import model_card
-from prodcat.errors import ProdcatError
+from prodcat.core.errors import ProdcatError
+from prodcat.hub import card as model_card
 from tests.conftest import linked_copy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

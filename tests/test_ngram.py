@@ -1,5 +1,5 @@
 """The n-gram companion model and its ensemble with the transformer: prodcat's default prediction path
-(prodcat.ngram, --ngram_ensemble, --ensemble)."""
+(prodcat.inference.ngram, --ngram_ensemble, --ensemble)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from conftest import SAMPLE, TINY_TRAIN_FLAGS, clone_model
 
-from prodcat.cli import predict_main, run_guarded
-from prodcat.errors import ProdcatError
-from prodcat.hierarchy import normalize_path
-from prodcat.ngram import SUBDIR, NgramEnsemble, NgramModel, has_ensemble, log_softmax, pool
-from prodcat.predictor import Categorizer
+from prodcat.cli.main import predict_main, run_guarded
+from prodcat.core.errors import ProdcatError
+from prodcat.core.hierarchy import normalize_path
+from prodcat.inference.categorizer import Categorizer
+from prodcat.inference.ngram import SUBDIR, NgramEnsemble, NgramModel, has_ensemble, log_softmax, pool
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,8 @@ def sample() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def ensemble_model_dir(tmp_path_factory) -> str:
     """A tiny model trained with the default settings (so with its n-gram model), held-out rows scored as the test split."""
-    from prodcat.args import parse_train_args
-    from prodcat.training import run_training
+    from prodcat.training.config import parse_train_args
+    from prodcat.training.run import run_training
 
     out = str(tmp_path_factory.mktemp("ensemble-model"))
     results = run_training(*parse_train_args(TINY_TRAIN_FLAGS + ["--output_dir", out, "--test_file", SAMPLE]))
@@ -40,8 +40,8 @@ def ensemble_model_dir(tmp_path_factory) -> str:
 
 def tiny_run(out: str, *flags: str) -> dict:
     """A two-step training run into ``out`` (enough to exercise what happens after training)."""
-    from prodcat.args import parse_train_args
-    from prodcat.training import run_training
+    from prodcat.training.config import parse_train_args
+    from prodcat.training.run import run_training
 
     return run_training(*parse_train_args(TINY_TRAIN_FLAGS + ["--output_dir", out, "--max_steps", "2", *flags]))
 
@@ -201,7 +201,7 @@ def test_damaged_or_foreign_ngram_folders_are_clear_errors(ensemble_model_dir, t
 
 def test_no_validation_rows_fit_no_ngram_model_without_a_warning(tmp_path, caplog):
     out = str(tmp_path / "model")
-    with caplog.at_level("INFO", logger="prodcat.training"):
+    with caplog.at_level("INFO", logger="prodcat.training.run"):
         results = tiny_run(out, "--validation_split", "0")
     assert "ngram_ensemble" not in results and not os.path.exists(os.path.join(out, SUBDIR))
     messages = [r for r in caplog.records if "n-gram" in r.getMessage()]
@@ -221,14 +221,14 @@ def test_ngram_ensemble_false_fits_none_and_removes_a_stale_one(ensemble_model_d
 
 
 def test_an_ngram_model_that_cannot_be_fitted_leaves_the_transformer(tmp_path, monkeypatch, caplog):
-    import prodcat.ngram
+    import prodcat.inference.ngram
 
     def refuse(*args, **kwargs):
         raise ProdcatError("the n-gram model cannot be fitted (no term occurs in 2 texts); train with --ngram_ensemble false")
 
-    monkeypatch.setattr(prodcat.ngram.NgramModel, "fit", refuse)
+    monkeypatch.setattr(prodcat.inference.ngram.NgramModel, "fit", refuse)
     out = str(tmp_path / "model")
-    with caplog.at_level("WARNING", logger="prodcat.training"):
+    with caplog.at_level("WARNING", logger="prodcat.training.run"):
         results = tiny_run(out)
     assert "ngram_ensemble" not in results and not has_ensemble(out) and os.path.exists(os.path.join(out, "model.safetensors"))
     assert any("no term occurs" in r.getMessage() and "transformer alone" in r.getMessage() for r in caplog.records)
@@ -236,18 +236,18 @@ def test_an_ngram_model_that_cannot_be_fitted_leaves_the_transformer(tmp_path, m
 
 def test_training_predicts_each_split_once(tmp_path, monkeypatch):
     """Calibration, the ensemble and the report share one pass over validation and one over test."""
-    import prodcat.inference
-    from prodcat.args import parse_train_args
-    from prodcat.training import run_training
+    import prodcat.inference.batching
+    from prodcat.training.config import parse_train_args
+    from prodcat.training.run import run_training
 
     calls: list[int] = []
-    original = prodcat.inference.predict_logits
+    original = prodcat.inference.batching.predict_logits
 
     def counting(model, tokenizer, texts, *args, **kwargs):
         calls.append(len(texts))
         return original(model, tokenizer, texts, *args, **kwargs)
 
-    monkeypatch.setattr(prodcat.inference, "predict_logits", counting)
+    monkeypatch.setattr(prodcat.inference.batching, "predict_logits", counting)
     out = str(tmp_path / "model")
     results = run_training(*parse_train_args(TINY_TRAIN_FLAGS + ["--output_dir", out, "--test_file", SAMPLE]))
     assert {"calibration", "ngram_ensemble", "report"} <= set(results)

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prodcat import onnx_backend
-from prodcat.predict_cli import main
-from prodcat.predictor import Categorizer
+from prodcat.cli.predict import main
+from prodcat.inference import onnx_backend
+from prodcat.inference.categorizer import Categorizer
 from tests.conftest import clone_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,10 +12,10 @@ import sys
 import pandas as pd
 import pytest
 
-from prodcat.cli import predict_main, run_guarded
-from prodcat.errors import ProdcatError
-from prodcat.predict_cli import main, output_columns
-from prodcat.predictor import Categorizer
+from prodcat.cli.main import predict_main, run_guarded
+from prodcat.cli.predict import main, output_columns
+from prodcat.core.errors import ProdcatError
+from prodcat.inference.categorizer import Categorizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "data", "sample_products.csv")
@@ -35,7 +35,7 @@ def categorizer(trained_model_dir) -> Categorizer:
 @pytest.fixture
 def preloaded(categorizer, monkeypatch) -> Categorizer:
     """Skip re-loading the model in each file-mode run (loading is covered by the text-mode tests)."""
-    monkeypatch.setattr("prodcat.predict_cli._load_categorizer", lambda args, processes=None: categorizer)
+    monkeypatch.setattr("prodcat.cli.predict._load_categorizer", lambda args, processes=None: categorizer)
     return categorizer
 
 
@@ -94,7 +94,7 @@ def test_stdin_mode_reads_one_text_per_line(trained_model_dir, categorizer, caps
 
 
 def test_prodcat_predict_command_runs_text_mode(trained_model_dir, capsys):
-    from prodcat.cli import main as prodcat_main
+    from prodcat.cli.main import main as prodcat_main
 
     assert prodcat_main(["predict", "--model", trained_model_dir, "Stainless steel kettle 1.7 l"]) == 0
     assert "->" in capsys.readouterr().out
@@ -123,7 +123,7 @@ def test_file_mode_keeps_input_columns_in_order_and_adds_predictions(
     assert out["sku"].astype(str).tolist() == products["sku"].tolist()  # order kept, "00001" not a number
     assert out["brand"].fillna("").astype(str).tolist()[:3] == ["NA", "Acme", ""]  # "NA" stays a string
 
-    from prodcat.data import join_text_columns
+    from prodcat.data.tables import join_text_columns
 
     expected = categorizer.predict(join_text_columns(products, ["description", "brand"]), top_k=2, threshold=0.9)
     for i, p in enumerate(expected):

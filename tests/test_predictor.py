@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prodcat.calibration import probabilities
-from prodcat.errors import ProdcatError
-from prodcat.hierarchy import ancestors
-from prodcat.predictor import (
+from prodcat.core.errors import ProdcatError
+from prodcat.core.hierarchy import ancestors
+from prodcat.evaluation.calibration import probabilities
+from prodcat.inference.categorizer import (
     Backoff,
     Categorizer,
     CategoryScore,
@@ -187,7 +187,7 @@ def test_single_string_empty_texts_and_large_top_k(categorizer):
 def test_batched_logits_match_unsorted_padded_reference(categorizer):
     import torch
 
-    from prodcat.predictor import load_torch_classifier
+    from prodcat.inference.categorizer import load_torch_classifier
 
     texts = sample_texts(12)
     model = load_torch_classifier(categorizer.model_dir, "model", "cpu")

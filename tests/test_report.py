@@ -13,11 +13,13 @@ import pandas as pd
 import pytest
 from conftest import ROOT, SAMPLE
 
-from prodcat.calibration import calibrate_model_dir, load_saved_model, model_temperature, probabilities
-from prodcat.data import load_table
-from prodcat.inference import predict_logits
-from prodcat.metrics.taxonomy_metrics import taxonomy_scores
-from prodcat.report import REPORT_FILES, short_label, write_report
+from prodcat.data.tables import load_table
+from prodcat.evaluation.calibration import model_temperature, probabilities
+from prodcat.evaluation.metrics.taxonomy_metrics import taxonomy_scores
+from prodcat.evaluation.report import REPORT_FILES, short_label, write_report
+from prodcat.inference.batching import predict_logits
+from prodcat.modeling.loading import load_saved_model
+from prodcat.training.postfit import calibrate_model_dir
 
 LONG_UNSEEN = "Garden > Outdoor Living & Patio Furniture Accessories > Umbrella Bases $20 and under"
 UNSEEN_TOP = "Automotive > Tyres"
@@ -138,14 +140,14 @@ def test_short_label():
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     return subprocess.run(
-        [sys.executable, "-m", "prodcat.cli", "evaluate", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "prodcat.cli.main", "evaluate", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
 
 
 def test_evaluate_cli_scores_the_path_it_names(trained_model_dir, tmp_path):
     """By default the transformer pooled with the n-gram model; --ensemble false the transformer alone.
     Each report's figures are those of Categorizer's predictions on that path."""
-    from prodcat.predictor import Categorizer
+    from prodcat.inference.categorizer import Categorizer
 
     test_file = tmp_path / "test.csv"
     table = load_table(SAMPLE, ["description"], "category")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from safetensors.numpy import load_file
 
-from prodcat.model import default_model_path
+from prodcat.modeling.loading import default_model_path
 from tests.conftest import ROOT, SAMPLE, subprocess_env
 
 # Prior correction and calibration stay on: they are part of what a run decides.
@@ -58,7 +58,7 @@ def decisions(output_dir: str) -> dict:
 def logits(output_dir: str, texts: list[str]) -> np.ndarray:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from prodcat.inference import predict_logits
+    from prodcat.inference.batching import predict_logits
 
     model = AutoModelForSequenceClassification.from_pretrained(output_dir, use_safetensors=True).eval()
     return predict_logits(model, AutoTokenizer.from_pretrained(output_dir), texts, batch_size=16, max_length=16)

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from prodcat.errors import ProdcatError
-from prodcat.interrupt import (
+from prodcat.core.errors import ProdcatError
+from prodcat.training.interrupt import (
     GracefulInterrupt,
     TrainingInterrupted,
     check_checkpoint_matches,
@@ -39,8 +39,8 @@ DRIVER = textwrap.dedent(
     """
     import os, signal, sys
     from transformers import TrainerCallback
-    import prodcat.training as training
-    from prodcat.cli import run_guarded, train_main
+    import prodcat.training.run as training
+    from prodcat.cli.main import run_guarded, train_main
 
     STEP, SIGNAL = int(os.environ["SIGNAL_AT_STEP"]), getattr(signal, os.environ["SIGNAL_NAME"])
 
@@ -198,7 +198,7 @@ def test_resume_errors_say_what_to_do(tmp_path):
 
 
 def test_cli_resume_latest_without_checkpoint_fails_fast_with_exit_2(tmp_path, capsys):
-    from prodcat.cli import run_guarded, train_main
+    from prodcat.cli.main import run_guarded, train_main
 
     start = time.time()
     rc = run_guarded(train_main, [*TINY, "--output_dir", str(tmp_path / "out"), "--resume_from_checkpoint", "latest"])

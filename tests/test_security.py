@@ -16,7 +16,7 @@ import sys
 import pandas as pd
 import pytest
 
-from prodcat.model import default_model_path
+from prodcat.modeling.loading import default_model_path
 from tests.conftest import ROOT, subprocess_env
 
 FAST = [
@@ -94,8 +94,8 @@ def test_pickled_weights_are_refused_by_default(pickled_model, tmp_path):
 
 
 def test_pickled_weights_load_with_the_explicit_opt_in_and_the_result_is_safetensors(pickled_model, tmp_path):
-    from prodcat.args import parse_train_args
-    from prodcat.training import run_training
+    from prodcat.training.config import parse_train_args
+    from prodcat.training.run import run_training
 
     out = tmp_path / "out"
     argv = [
@@ -132,7 +132,7 @@ def remote_code_model(tmp_path) -> str:
 
 
 def test_remote_code_is_never_run_by_default(remote_code_model, tmp_path):
-    from prodcat.args import parse_train_args
+    from prodcat.training.config import parse_train_args
 
     assert parse_train_args([])[0].trust_remote_code is False
     train = run("train.py", ["--train_file", small_train_file(tmp_path), "--model_name_or_path", remote_code_model,
@@ -189,6 +189,6 @@ def test_hostile_labels_and_texts_never_become_file_names_or_paths(tmp_path):
             assert safe_name.match(part), path
             assert not any(word in part.lower() for word in ("passwd", "evil", "script", "pwned", "system32", "item")), path
     config = read_json(work / "out" / "config.json")
-    from prodcat.hierarchy import normalize_path
+    from prodcat.core.hierarchy import normalize_path
 
     assert sorted(config["id2label"].values()) == sorted({normalize_path(label) for label in HOSTILE_LABELS})

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from prodcat.metrics import TAXONOMY_METRIC_PATH
-from prodcat.metrics.taxonomy_metrics import (
+from prodcat.evaluation.metrics import TAXONOMY_METRIC_PATH
+from prodcat.evaluation.metrics.taxonomy_metrics import (
     coverage_curve,
     lowest_common_ancestor,
     per_class_scores,

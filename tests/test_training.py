@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from prodcat.model import fit_head
-from prodcat.training import TaxonomyLoss, class_weight_vector
+from prodcat.modeling.loading import fit_head
+from prodcat.training.run import TaxonomyLoss, class_weight_vector
 from tests.conftest import SAMPLE, linked_copy, same_weights
 
 
@@ -38,7 +38,7 @@ def test_end_to_end_model_loads_with_pipeline_and_returns_category_paths(trained
     # Trained in bf16 autocast where the CPU has AMX (the default there), the saved weights are still fp32.
     from safetensors import safe_open
 
-    from prodcat.args import _accelerator_available, cpu_has_fast_bf16
+    from prodcat.training.config import _accelerator_available, cpu_has_fast_bf16
 
     expected_precision = "bf16" if cpu_has_fast_bf16() and not _accelerator_available() else "no"
     assert summary["hyperparameters"]["mixed_precision"] == expected_precision
@@ -86,7 +86,7 @@ def test_fit_head_separates_linearly_separable_features():
 
 
 def test_prior_correction_recovers_rare_class_and_folds_into_bias():
-    from prodcat.training import apply_prior_correction, tune_prior_correction
+    from prodcat.training.run import apply_prior_correction, tune_prior_correction
 
     labels = ["A > common", "B > rare"]
     counts = np.array([90, 10])
@@ -109,7 +109,7 @@ def test_prior_correction_recovers_rare_class_and_folds_into_bias():
 
 
 def test_prior_correction_keeps_tau_zero_when_nothing_improves():
-    from prodcat.training import tune_prior_correction
+    from prodcat.training.run import tune_prior_correction
 
     logits = np.array([[3.0, 0.0], [0.0, 3.0]])
     tau, _ = tune_prior_correction(logits, ["A", "B"], ["A", "B"], np.array([50, 50]))
@@ -123,8 +123,8 @@ def test_prior_correction_keeps_tau_zero_when_nothing_improves():
     [([], "last"), (["--early_stopping_patience", "5", "--greater_is_better", "false"], "best by validation macro_f1")],
 )
 def test_saved_model_is_the_last_epoch_unless_early_stopping_keeps_the_best(tmp_path, extra, kept):
-    from prodcat.args import parse_train_args
-    from prodcat.training import run_training
+    from prodcat.training.config import parse_train_args
+    from prodcat.training.run import run_training
 
     out = str(tmp_path / "model")
     flags = ["--train_file", SAMPLE, "--max_train_samples", "64", "--max_seq_length", "16", "--num_train_epochs", "3",
@@ -145,8 +145,8 @@ def test_saved_model_is_the_last_epoch_unless_early_stopping_keeps_the_best(tmp_
 
 
 def test_refit_on_all_rows_trains_again_on_every_row_with_the_held_out_runs_settings(tmp_path):
-    from prodcat.args import parse_train_args
-    from prodcat.training import run_training
+    from prodcat.training.config import parse_train_args
+    from prodcat.training.run import run_training
 
     out, test_file = str(tmp_path / "model"), str(tmp_path / "test.csv")
     pd.read_csv(SAMPLE).tail(60).to_csv(test_file, index=False)
@@ -191,8 +191,8 @@ def test_refit_on_all_rows_trains_again_on_every_row_with_the_held_out_runs_sett
     (True, True, True, ["second"]),  # interrupted in the second run: it resumes
 ])  # fmt: skip
 def test_refit_on_all_rows_runs_and_resumes_the_right_pass(tmp_path, monkeypatch, resume, first_done, second_checkpoint, runs):
-    import prodcat.training as training
-    from prodcat.args import parse_train_args
+    import prodcat.training.run as training
+    from prodcat.training.config import parse_train_args
 
     out = str(tmp_path / "model")
     first = os.path.join(out, "holdout")

@@ -12,11 +12,14 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from .errors import ProdcatError, first_line
+from prodcat.core.errors import ProdcatError, first_line
+from prodcat.core.hierarchy import CANONICAL_SEPARATOR, normalize_path
 
 logger = logging.getLogger(__name__)
 
@@ -234,3 +237,137 @@ def check_tokenizer_is_real(tokenizer, name_or_path: str) -> None:
             f"{name_or_path}: no usable tokenizer files (tokenizer.json, vocab.txt, ...): the tokenizer would know only "
             f"{size} tokens; copy the base model's tokenizer files into this folder"
         )
+
+
+#: Separators recognised in the labels of models trained elsewhere, in order of preference.
+LABEL_SEPARATORS = (">", "|", "/", "::")
+
+
+#: ``id2label`` names that transformers invents when a model was saved without labels.
+_DEFAULT_LABEL = re.compile(r"LABEL_\d+")
+
+
+def detect_label_separator(labels: Sequence[str]) -> str:
+    """The level separator used by ``labels``: the first of ``LABEL_SEPARATORS`` that occurs, else ``" > "``."""
+    for separator in LABEL_SEPARATORS:
+        if any(separator in label for label in labels):
+            return separator
+    return CANONICAL_SEPARATOR
+
+
+def category_labels(config, source: str, label_separator: str | None = None) -> list[str]:
+    """Canonical category paths from ``config.id2label`` (index order), or a ProdcatError.
+
+    ``label_separator=None`` detects it (``>``, ``|``, ``/`` or ``::``). A model whose labels are
+    transformers' defaults (``LABEL_0``, ``LABEL_1`` ...) has no category labels.
+    """
+    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    num_labels = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
+    raw = [id2label.get(i, f"LABEL_{i}") for i in range(num_labels)]
+    if num_labels < 2 or all(_DEFAULT_LABEL.fullmatch(label) for label in raw):
+        raise ProdcatError(
+            f"{source}: model without category labels (config.id2label is {', '.join(raw[:2])}...); "
+            "train it with prodcat, or set id2label to category paths such as 'Electronics > Audio'"
+        )
+    separator = label_separator or detect_label_separator(raw)
+    labels = [normalize_path(label, separator) for label in raw]
+    if any(not label for label in labels):
+        raise ProdcatError(f"{source}: config.id2label has an empty category name; every label must be a category path")
+    if len(set(labels)) != len(labels):
+        seen: set[str] = set()
+        duplicate = next(label for label in labels if label in seen or seen.add(label))
+        raise ProdcatError(
+            f"{source}: two labels in config.id2label are the same category {duplicate!r} after normalising "
+            f"the separator {separator!r}; pass label_separator / --label_separator"
+        )
+    return labels
+
+
+def resolve_model_dir(path_or_hub_id: str, include_onnx: bool = False) -> tuple[str, bool]:
+    """``(local folder, from_hub)`` for a model folder or a Hub id (read from the HF cache when offline).
+
+    Only config, tokenizer and safetensors files (and ``onnx/`` with ``include_onnx``) are fetched
+    from the Hub; ``HF_HUB_OFFLINE=1`` is respected (the cached snapshot is used).
+    """
+    if os.path.isdir(path_or_hub_id):
+        return path_or_hub_id, False
+    if os.path.exists(path_or_hub_id):
+        raise ProdcatError(f"{path_or_hub_id}: is a file; pass the model folder (with config.json and model.safetensors)")
+    # A Hub id is "name" or "owner/name"; anything else is a local path that does not exist.
+    looks_local = path_or_hub_id.startswith((".", "/", "~")) or path_or_hub_id.count("/") > 1 or "\\" in path_or_hub_id
+    if looks_local:
+        raise ProdcatError(f"{path_or_hub_id}: model folder not found; check the path")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    try:
+        folder = snapshot_download(
+            path_or_hub_id,
+            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"] + (["onnx/*"] if include_onnx else []),
+        )
+    except Exception as err:  # offline cache miss, unknown repo, no network: all one message
+        detail = first_line(err)
+        where = "not in the Hugging Face cache and HF_HUB_OFFLINE=1" if HF_HUB_OFFLINE else f"cannot be fetched ({detail})"
+        raise ProdcatError(f"{path_or_hub_id}: not a model folder, and as a Hub id it is {where}") from None
+    if not any(name.endswith(".safetensors") for name in os.listdir(folder)):
+        raise ProdcatError(f"{path_or_hub_id}: no safetensors weights in this Hub repository; prodcat loads safetensors only")
+    return folder, True
+
+
+def load_model_config(model_dir: str, source: str, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    except Exception as err:
+        detail = first_line(err)
+        raise ProdcatError(f"{source}: cannot read the model config ({detail}); the folder needs config.json") from None
+
+
+def check_classifier(config, source: str) -> None:
+    architectures = getattr(config, "architectures", None) or []
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ProdcatError(
+            f"{source}: not a sequence-classification model (architecture {architectures[0]}); "
+            "prodcat predicts with AutoModelForSequenceClassification models"
+        )
+    if getattr(config, "problem_type", None) == "multi_label_classification":
+        raise ProdcatError(f"{source}: a multi-label model; prodcat predicts exactly one category per product")
+
+
+def load_torch_classifier(model_dir: str, source: str, device: str, trust_remote_code: bool = False, **kwargs):
+    """``AutoModelForSequenceClassification`` from safetensors, in eval mode on ``device``."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
+        )
+    except Exception as err:
+        detail = first_line(err)
+        raise ProdcatError(f"{source}: cannot load the model weights ({detail})") from None
+    return model.to(device).eval()
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_saved_model(model_dir: str, device: str | None = None):
+    """Load a prodcat output folder for inference: (model in eval mode, tokenizer); safetensors only.
+
+    ``device``: ``"cpu"``, ``"cuda"``, ... or None for CUDA when available, else CPU.
+    """
+
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise ProdcatError(f"{model_dir}: not a trained model folder (no config.json); pass the --output_dir of prodcat train")
+    check_weights_are_safe(model_dir, allow_pickle=False)
+    tokenizer = load_tokenizer(model_dir)
+    device = device or default_device()
+    try:
+        model = load_torch_classifier(model_dir, model_dir, device)
+    except (RuntimeError, AssertionError, ValueError) as err:
+        raise ProdcatError(f"cannot use device '{device}' ({first_line(err)}); pass --device cpu") from None
+    return model, tokenizer

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from .errors import ProdcatError
+from prodcat.core.errors import ProdcatError
 
 
 def _setup_logging() -> None:
@@ -28,7 +28,7 @@ def run_guarded(main: Callable[[list[str]], int], argv: list[str]) -> int:
     try:
         return main(argv) or 0
     except ProdcatError as err:
-        # A training stopped by Ctrl-C / SIGTERM (prodcat.interrupt.TrainingInterrupted) is not an error.
+        # A training stopped by Ctrl-C / SIGTERM (prodcat.training.interrupt.TrainingInterrupted) is not an error.
         kind = "stopped" if getattr(err, "signum", None) else "error"
         print(f"prodcat: {kind}: {err}", file=sys.stderr)
         return err.exit_code
@@ -40,8 +40,8 @@ def run_guarded(main: Callable[[list[str]], int], argv: list[str]) -> int:
 def train_main(argv: list[str]) -> int:
     """Entry point of ``python train.py`` / ``prodcat train``."""
     _setup_logging()
-    from .args import parse_train_args
-    from .training import run_training
+    from prodcat.training.config import parse_train_args
+    from prodcat.training.run import run_training
 
     results = run_training(*parse_train_args(argv))
     if int(os.environ.get("RANK", "0")) != 0:
@@ -58,7 +58,7 @@ def train_main(argv: list[str]) -> int:
 
 def print_prediction_paths(results: dict) -> None:
     """One line per prediction path with its validation and test accuracy / macro-F1 (the default path first)."""
-    from .training import predictor_scores
+    from prodcat.training.run import predictor_scores
 
     paths = predictor_scores(results)
     names = {"ensemble": "transformer + n-gram model (prodcat's default)", "transformer": "transformer alone (pipeline())"}
@@ -85,14 +85,14 @@ def _delegate(module: str, doc: str) -> Callable[[list[str]], int]:
     return command
 
 
-predict_main = _delegate("predict_cli", "Entry point of ``python predict.py`` / ``prodcat predict``.")
+predict_main = _delegate("cli.predict", "Entry point of ``python predict.py`` / ``prodcat predict``.")
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": train_main,
     "predict": predict_main,
-    "evaluate": _delegate("evaluation_cli", "``prodcat evaluate``: score a model on a labelled file and write a report."),
-    "audit": _delegate("audit", "``prodcat audit``: check a product file for conflicts, duplicates and leakage."),
-    "push": _delegate("hub", "``prodcat push``: publish a trained output directory to the Hugging Face Hub."),
+    "evaluate": _delegate("cli.evaluate", "``prodcat evaluate``: score a model on a labelled file and write a report."),
+    "audit": _delegate("cli.audit", "``prodcat audit``: check a product file for conflicts, duplicates and leakage."),
+    "push": _delegate("cli.push", "``prodcat push``: publish a trained output directory to the Hugging Face Hub."),
 }
 
 

@@ -43,7 +43,8 @@ from collections.abc import Iterator, Sequence
 
 from transformers import TrainerCallback
 
-from .errors import ProdcatError
+from prodcat.core.errors import ProdcatError
+from prodcat.modeling.loading import check_weights_are_safe
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def signal_name(signum: int) -> str:
 class TrainingInterrupted(ProdcatError):
     """Training stopped on a signal; ``exit_code`` is ``128 + signum`` and the message says how to resume.
 
-    A ProdcatError, so ``prodcat.cli.run_guarded`` prints it as one line and exits with its code.
+    A ProdcatError, so ``prodcat.cli.main.run_guarded`` prints it as one line and exits with its code.
     """
 
     def __init__(self, signum: int, step: int, max_steps: int, checkpoint: str | None) -> None:
@@ -266,7 +267,6 @@ def check_checkpoint_matches(checkpoint: str, label_names: Sequence[str], allow_
     Resuming needs the same data and arguments; a different label set would otherwise fail deep in
     ``load_state_dict`` with a shape mismatch.
     """
-    from .model import check_weights_are_safe
 
     check_weights_are_safe(checkpoint, allow_pickled_weights)
     config_path = os.path.join(checkpoint, "config.json")

@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from .errors import ProdcatError
+from prodcat.core.errors import ProdcatError
 
 #: Subfolder of ``--output_dir`` that holds the first (held-out) run.
 HOLDOUT_SUBDIR = "holdout"

@@ -23,17 +23,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 
 import numpy as np
 import scipy.special
-
-from .errors import ProdcatError, first_line
-from .io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -182,87 +177,3 @@ def calibration_summary(logits: np.ndarray, labels: Sequence[int], temperature: 
     }
 
 
-def load_saved_model(model_dir: str, device: str | None = None):
-    """Load a prodcat output folder for inference: (model in eval mode, tokenizer); safetensors only.
-
-    ``device``: ``"cpu"``, ``"cuda"``, ... or None for CUDA when available, else CPU.
-    """
-    from .model import check_weights_are_safe, load_tokenizer
-    from .predictor import _default_device, load_torch_classifier
-
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise ProdcatError(f"{model_dir}: not a trained model folder (no config.json); pass the --output_dir of prodcat train")
-    check_weights_are_safe(model_dir, allow_pickle=False)
-    tokenizer = load_tokenizer(model_dir)
-    device = device or _default_device()
-    try:
-        model = load_torch_classifier(model_dir, model_dir, device)
-    except (RuntimeError, AssertionError, ValueError) as err:
-        raise ProdcatError(f"cannot use device '{device}' ({first_line(err)}); pass --device cpu") from None
-    return model, tokenizer
-
-
-def write_temperature(model_dir: str, temperature: float) -> None:
-    """Store ``temperature`` as ``prodcat_temperature`` in ``model_dir/config.json`` (atomic rewrite)."""
-    path = os.path.join(model_dir, "config.json")
-    with open(path, encoding="utf-8") as handle:
-        config = json.load(handle)
-    config[TEMPERATURE_KEY] = float(temperature)
-    write_json(path, config)
-
-
-def calibrate_model_dir(
-    model_dir: str,
-    texts: Sequence[str],
-    label_paths: Sequence[str],
-    *,
-    batch_size: int = 64,
-    max_length: int = 64,
-    n_bins: int = 15,
-    model=None,
-    tokenizer=None,
-    logits: np.ndarray | None = None,
-) -> dict[str, float]:
-    """Fit a temperature on labelled validation texts and store it in ``model_dir/config.json``.
-
-    ``model``/``tokenizer`` may be passed when already in memory (e.g. right after training; the
-    model's ``config.prodcat_temperature`` is then updated too), otherwise they are loaded from
-    ``model_dir``. ``logits`` (the model's, on all of ``texts``) skips inference when they were
-    already computed. Rows whose category the model does not know are skipped. Returns
-    ``{"temperature", "ece_before", "ece_after", "nll_before", "nll_after", "num_examples"}``;
-    with no usable rows nothing is written and ``"skipped"`` says why (temperature stays 1.0).
-
-    Example:
-        >>> summary = calibrate_model_dir("outputs/model", val.texts, val.labels)
-        >>> summary["ece_after"] <= summary["ece_before"]
-        True
-    """
-    from .inference import predict_logits
-
-    if model is None or tokenizer is None:
-        model, tokenizer = load_saved_model(model_dir)
-    labels = label_ids(label_paths, dict(model.config.label2id))
-    known = labels >= 0
-    if not known.any():
-        message = "no validation rows with a category seen in training"
-        logger.warning("calibration skipped: %s; the model keeps temperature 1.0", message)
-        return {"temperature": 1.0, "num_examples": 0, "skipped": message}
-    if logits is None:
-        texts = [t for t, k in zip(texts, known) if k]
-        logits = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
-    else:
-        logits = np.asarray(logits)[known]
-    temperature = fit_temperature(logits, labels[known])
-    summary = calibration_summary(logits, labels[known], temperature, n_bins)
-    write_temperature(model_dir, temperature)
-    setattr(model.config, TEMPERATURE_KEY, temperature)
-    logger.info(
-        "Calibration: temperature %.3f on %d validation rows; ECE %.4f -> %.4f, NLL %.4f -> %.4f",
-        temperature,
-        summary["num_examples"],
-        summary["ece_before"],
-        summary["ece_after"],
-        summary["nll_before"],
-        summary["nll_after"],
-    )
-    return summary

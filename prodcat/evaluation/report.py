@@ -4,7 +4,7 @@
 (every file atomically; names fixed, never derived from label text):
 
 ============================  ===============================================================
-``metrics.json``              taxonomy metrics (see ``prodcat.metrics.taxonomy_metrics``), ECE and
+``metrics.json``              taxonomy metrics (see ``prodcat.evaluation.metrics.taxonomy_metrics``), ECE and
                               NLL at the model's temperature, coverage curve, reliability bins
 ``per_class.csv``             precision, recall, F1, support per category, ``level`` = leaf / 1 / 2 ...
 ``confusions.csv``            most frequent (true, predicted) leaf pairs with their lowest common ancestor
@@ -38,10 +38,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .calibration import expected_calibration_error, negative_log_likelihood, probabilities, reliability_bins
-from .hierarchy import max_depth, path_prefix
-from .io import atomic_path, write_frame, write_json
-from .metrics.taxonomy_metrics import coverage_curve, lowest_common_ancestor, per_class_scores, taxonomy_scores
+from prodcat.core.hierarchy import max_depth, path_prefix
+from prodcat.core.io import atomic_path, write_frame, write_json
+from prodcat.evaluation.calibration import expected_calibration_error, negative_log_likelihood, probabilities, reliability_bins
+from prodcat.evaluation.metrics.taxonomy_metrics import coverage_curve, lowest_common_ancestor, per_class_scores, taxonomy_scores
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ is left out:
 
 * ``config.json``: ``id2label`` (the taxonomy), ``prodcat_temperature``, ``prodcat_backoff_threshold``
 * ``training_summary.json``: base model, data sizes, training examples per category, widget texts,
-  hyperparameters (written by :func:`prodcat.training.training_summary`)
+  hyperparameters (written by :func:`prodcat.training.run.training_summary`)
 * ``eval_results.json`` / ``test_results.json``: metrics from ``Trainer.save_metrics``
 * ``report/metrics.json`` (``prodcat evaluate --report_dir DIR/report``): the coverage curve, and a
   stored ``backoff_threshold`` if there is one
@@ -51,11 +51,11 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from .errors import ProdcatError
-from .hierarchy import path_depth, path_prefix, split_path
-from .io import atomic_path
-from .ngram import SUBDIR as NGRAM_SUBDIR
-from .ngram import has_ensemble
+from prodcat.core.errors import ProdcatError
+from prodcat.core.hierarchy import path_depth, path_prefix, split_path
+from prodcat.core.io import atomic_path
+from prodcat.inference.ngram import SUBDIR as NGRAM_SUBDIR
+from prodcat.inference.ngram import has_ensemble
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def template_path() -> str:
             return str(packaged)
     except (ModuleNotFoundError, FileNotFoundError):
         pass
-    beside = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), TEMPLATE_NAME)
+    beside = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), TEMPLATE_NAME)
     if os.path.isfile(beside):
         return beside
     raise ProdcatError(

@@ -18,7 +18,20 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from .data import file_format
+from prodcat.core.errors import ProdcatError
+
+#: File formats by extension: the one place that maps a path to its reader and writer.
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+
+def file_format(path: str) -> str:
+    """``csv``, ``tsv``, ``jsonl`` or ``parquet`` from the file extension, or a ProdcatError."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in FORMATS:
+        raise ProdcatError(
+            f"{path}: unsupported file type '{ext or '(none)'}'; use .csv, .tsv, .jsonl or .parquet"
+        )
+    return FORMATS[ext]
 
 
 @contextlib.contextmanager

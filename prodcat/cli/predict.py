@@ -36,17 +36,17 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from .data import (
+from prodcat.core.errors import ProdcatError, first_line
+from prodcat.core.io import atomic_path, file_format
+from prodcat.data.tables import (
     describe_decode_error,
-    file_format,
     iter_delimited_frames,
     iter_jsonl_rows,
     join_text_columns,
     parquet_columns,
     read_header,
 )
-from .errors import ProdcatError, first_line
-from .io import atomic_path
+from prodcat.inference.categorizer import Categorizer
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ class TableReader:
         """DataFrames of at most ``chunk_size`` rows, in file order, with columns ``self.columns``."""
         try:
             if self.format in ("csv", "tsv"):
-                # The csv-module reader of prodcat.data: a stray separator or quote is an error naming
+                # The csv-module reader of prodcat.data.tables: a stray separator or quote is an error naming
                 # the line, never a silently shifted column.
                 yield from iter_delimited_frames(self.path, self.chunk_size)
             elif self.format == "jsonl":
@@ -422,7 +422,6 @@ def prediction_columns(predictions, top_k: int, levels: int, threshold: float | 
 
 
 def _load_categorizer(args: argparse.Namespace, processes: Processes | None = None):
-    from .predictor import Categorizer
 
     num_threads = args.num_threads or (processes.default_threads() if processes else None)
     device = args.device

@@ -35,8 +35,11 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from .errors import ProdcatError, first_line
-from .io import atomic_path
+from prodcat.core.errors import ProdcatError, first_line
+from prodcat.core.hierarchy import ancestors, normalize_path, split_path
+from prodcat.core.io import atomic_path, write_json
+from prodcat.inference.batching import MODEL_INPUTS, run_batches
+from prodcat.modeling.loading import detect_label_separator, load_tokenizer, load_torch_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +171,6 @@ def ensure_onnx_model(
 
     Exports (and quantizes) only when no cached file matches the current weights and config.
     """
-    from .io import write_json
 
     fingerprint = model_fingerprint(model_dir)
     name = INT8_FILE if quantize else FP32_FILE
@@ -215,7 +217,6 @@ def probe_texts(labels: Sequence[str], extra: Sequence[str] = (), limit: int = 1
         >>> probe_texts(["Audio > Headphones", "Audio > Speakers"])
         ['Headphones', 'Audio', 'Audio Headphones', 'Speakers', 'Audio Speakers', 'Headphones Speakers', 'Speakers Headphones']
     """
-    from .hierarchy import ancestors, normalize_path, split_path
 
     texts: dict[str, None] = {}
     for text in extra:
@@ -279,10 +280,6 @@ def measure_recheck_margin(model_dir: str, fp32_path: str, int8_path: str, trust
     against 2.1% of real titles, and a margin set on them left no disagreement on 1,878 validation
     titles while re-checking 15% of them.
     """
-    from .hierarchy import normalize_path
-    from .inference import run_batches
-    from .model import load_tokenizer
-    from .predictor import detect_label_separator
 
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as handle:
         labels = [str(v) for v in (json.load(handle).get("id2label") or {}).values()]
@@ -308,7 +305,6 @@ def _export_inputs(model, tokenizer) -> list[str]:
     import inspect
 
     accepted = set(inspect.signature(model.forward).parameters)
-    from .inference import MODEL_INPUTS
 
     return [name for name in MODEL_INPUTS if name in tokenizer.model_input_names and name in accepted]
 
@@ -322,8 +318,6 @@ def export_onnx(model_dir: str, path: str, trust_remote_code: bool = False) -> b
     """
     import torch
 
-    from .model import load_tokenizer
-    from .predictor import load_torch_classifier
 
     tokenizer = load_tokenizer(model_dir, trust_remote_code)
     model = load_torch_classifier(model_dir, model_dir, "cpu", trust_remote_code, attn_implementation="eager")

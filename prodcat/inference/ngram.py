@@ -39,7 +39,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ProdcatError, first_line
+from prodcat.core.errors import ProdcatError, first_line
+from prodcat.data.tables import LABEL_PATH, TEXT
+from prodcat.evaluation.calibration import fit_temperature, label_ids, negative_log_likelihood, probabilities
+from prodcat.evaluation.metrics.taxonomy_metrics import taxonomy_scores
+from prodcat.inference.batching import predict_logits
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +185,6 @@ class NgramEnsemble:
 
     def probabilities(self, texts: Sequence[str], logits: np.ndarray) -> np.ndarray:
         """``softmax(s / T)`` over the categories, rows in input order."""
-        from .calibration import probabilities
 
         return probabilities(self.scores(texts, logits), self.temperature).astype(np.float32)
 
@@ -285,8 +288,6 @@ def fit_ngram_ensemble(
     ``validation_logits`` are the transformer's logits on ``validation_texts`` (columns = ``label_names``);
     rows of categories outside ``label_names`` are left out of the fit.
     """
-    from .calibration import fit_temperature, label_ids, negative_log_likelihood
-    from .metrics.taxonomy_metrics import taxonomy_scores
 
     label_names = list(label_names)
     ids = label_ids(validation_labels, {name: i for i, name in enumerate(label_names)})
@@ -340,8 +341,6 @@ def fit_ensemble_for_model(
     the ensemble is also scored on it. ``validation_logits`` / ``test_logits`` (the transformer's on
     those splits) skip inference when they were already computed. Returns the validation (and test) figures.
     """
-    from .data import LABEL_PATH, TEXT
-    from .inference import predict_logits
 
     labels = list(splits.label_names)
     validation_texts = list(splits.validation[TEXT][:])
@@ -365,7 +364,6 @@ def fit_ensemble_for_model(
 
 
 def _test_figures(ensemble: NgramEnsemble, labels: Sequence[str], test_table, test_logits: np.ndarray) -> dict[str, float]:
-    from .metrics.taxonomy_metrics import taxonomy_scores
 
     probabilities = ensemble.probabilities(test_table.texts, test_logits)
     found = taxonomy_scores([labels[i] for i in probabilities.argmax(axis=1)], list(test_table.labels))

@@ -1,8 +1,8 @@
 """Fine-tuning with the Hugging Face ``Trainer``: loss, optimizer groups, head warm start, results.
 
 Example:
-    >>> from prodcat.args import parse_train_args
-    >>> from prodcat.training import run_training
+    >>> from prodcat.training.config import parse_train_args
+    >>> from prodcat.training.run import run_training
     >>> results = run_training(*parse_train_args(["--num_train_epochs", "1", "--output_dir", "/tmp/m"]))
     >>> sorted(results)[:2]
     ['eval', 'train']
@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 import time
 import warnings
 
@@ -24,22 +23,25 @@ import torch
 import torch.nn.functional as F
 from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
 
-from . import data as data_mod
-from .args import DataArguments, ModelArguments, ProdcatTrainingArguments, check_processes_per_gpu, check_split_arguments
-from .errors import ProdcatError
-from .hierarchy import level_membership, max_depth
-from .hub import finish_training_push, take_push_request
-from .interrupt import (
+from prodcat.core.hierarchy import level_membership, max_depth
+from prodcat.core.io import write_json
+from prodcat.data import tables as data_mod
+from prodcat.data.audit import audit_for_training
+from prodcat.evaluation.calibration import TEMPERATURE_KEY
+from prodcat.evaluation.metrics.taxonomy_metrics import taxonomy_scores
+from prodcat.hub.push import finish_training_push, take_push_request
+from prodcat.inference.batching import predict_logits
+from prodcat.modeling.loading import classifier_layer, fit_head, head_features, head_parameter_names, load_for_training, resolve_model_path
+from prodcat.training.config import DataArguments, ModelArguments, ProdcatTrainingArguments, check_processes_per_gpu, check_split_arguments
+from prodcat.training.interrupt import (
     GracefulInterrupt,
     check_checkpoint_matches,
     find_last_checkpoint,
     resolve_resume_checkpoint,
     warn_if_stale_checkpoints,
 )
-from .io import write_json
-from .metrics.taxonomy_metrics import taxonomy_scores
-from .model import classifier_layer, fit_head, head_features, head_parameter_names, load_for_training, resolve_model_path
-from .refit import HoldoutRun, holdout_dir, holdout_finished
+from prodcat.training.postfit import apply_prior_correction, calibrate_model_dir, ngram_step, tune_prior_correction, write_test_report
+from prodcat.training.refit import HoldoutRun, holdout_dir, holdout_finished
 
 logger = logging.getLogger(__name__)
 
@@ -222,47 +224,6 @@ def warm_start_head(model, train_dataset, collator, class_weights, seed: int) ->
     return elapsed
 
 
-#: Strengths tried for the prior correction; 0 (no change) is always a candidate.
-PRIOR_CORRECTION_TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def tune_prior_correction(
-    logits: np.ndarray,
-    references: list[str],
-    label_names: list[str],
-    train_counts: np.ndarray,
-    metric: str = "macro_f1",
-    taus: tuple[float, ...] = PRIOR_CORRECTION_TAUS,
-) -> tuple[float, dict[float, float]]:
-    """Pick the post-hoc logit adjustment strength tau that maximises ``metric`` on validation.
-
-    Logit adjustment (Menon et al., 2021): predict argmax_c (z_c - tau * log pi_c), where pi_c is the
-    training frequency of class c. A model trained on a long-tailed catalogue is biased towards
-    frequent categories; subtracting tau * log pi_c trades a little head-class accuracy for recall
-    on rare categories (macro-F1). Because it is a per-class constant, it folds into the
-    classifier's bias and the saved model stays a plain sequence classifier.
-
-    Returns ``(best_tau, {tau: metric})``; ties keep the smaller tau.
-    """
-    log_prior = np.log(np.maximum(train_counts, 1) / np.maximum(train_counts, 1).sum())
-    scores = {}
-    for tau in taus:
-        predicted = [label_names[i] for i in (logits - tau * log_prior).argmax(-1)]
-        scores[tau] = taxonomy_scores(predicted, references)[metric]
-    best = max(taus, key=lambda tau: (scores[tau], -tau))
-    return best, scores
-
-
-def apply_prior_correction(model, train_counts: np.ndarray, tau: float) -> None:
-    """Fold ``-tau * log(prior)`` into the classifier bias and record tau in the config."""
-    if tau:
-        log_prior = np.log(np.maximum(train_counts, 1) / np.maximum(train_counts, 1).sum())
-        layer = classifier_layer(model)
-        with torch.no_grad():
-            layer.bias -= torch.as_tensor(tau * log_prior, dtype=layer.bias.dtype, device=layer.bias.device)
-    model.config.prodcat_prior_correction = float(tau)
-
-
 def run_training(
     model_args: ModelArguments, data_args: DataArguments, training_args: ProdcatTrainingArguments
 ) -> dict[str, dict[str, float]]:
@@ -332,7 +293,6 @@ def train_and_save(
     push_request = take_push_request(training_args)
     audit_report = None
     if data_args.audit:
-        from .audit import audit_for_training
 
         # Every rank audits (deterministic, cheap) so a strict failure stops all ranks alike.
         # audit.json is written with the other outputs at the end: a run that fails leaves no output.
@@ -443,7 +403,6 @@ def train_and_save(
         apply_prior_correction(trainer.model, label_counts, holdout.prior_tau)
         train_metrics["prior_correction_tau"] = holdout.prior_tau
     if model_args.calibrate and holdout is not None and holdout.calibration:
-        from .calibration import TEMPERATURE_KEY
 
         # Into config.json with the model, like the prior correction (the report below uses it too).
         setattr(trainer.model.config, TEMPERATURE_KEY, holdout.temperature)
@@ -467,7 +426,6 @@ def train_and_save(
     if trainer.is_world_process_zero():
         if audit_report is not None:
             write_json(os.path.join(training_args.output_dir, "audit.json"), audit_report.to_dict())
-        from .inference import predict_logits
 
         # Each split's logits are computed once and shared by calibration, the n-gram ensemble and the
         # report (the temperature and the ensemble change neither the model nor its logits).
@@ -484,7 +442,6 @@ def train_and_save(
         validation_logits = split_logits(splits.validation[data_mod.TEXT][:]) if needs_validation else None
         test_logits = split_logits(test_table.texts) if test_table is not None and len(test_table.texts) else None
         if model_args.calibrate and splits.validation is not None:
-            from .calibration import calibrate_model_dir
 
             # After save_model (it rewrites config.json) and before the report (which then uses T).
             results["calibration"] = calibrate_model_dir(
@@ -524,69 +481,6 @@ def train_and_save(
         if url:
             logger.info("Pushed to %s", url)
     return results
-
-
-def ngram_step(
-    enabled: bool,
-    training_args: ProdcatTrainingArguments,
-    model,
-    tokenizer,
-    splits,
-    test_table,
-    holdout: HoldoutRun | None,
-    max_length: int,
-    validation_logits: np.ndarray | None,
-    test_logits: np.ndarray | None,
-) -> dict[str, float] | None:
-    """Fit the n-gram model on this run's validation split, or carry the held-out run's over; its figures.
-
-    None when no n-gram model is saved: ``--ngram_ensemble false``, no validation rows to choose its
-    weight, or data it cannot be fitted on (prediction then uses the transformer alone). An ``ngram/``
-    folder left by an earlier run in the same output folder is removed first, so it never outlives its model.
-    """
-    from .ngram import SUBDIR, carry_over_ensemble, fit_ensemble_for_model, has_ensemble
-
-    output_dir = training_args.output_dir
-    shutil.rmtree(os.path.join(output_dir, SUBDIR), ignore_errors=True)
-    if not enabled:
-        return None
-    start = time.time()
-    try:
-        if splits.validation is not None:
-            figures = fit_ensemble_for_model(
-                output_dir, model, tokenizer, splits, test_table, batch_size=training_args.per_device_eval_batch_size,
-                max_length=max_length, seed=training_args.seed, validation_logits=validation_logits, test_logits=test_logits,
-            )
-        elif holdout is not None and has_ensemble(holdout.directory):
-            figures = carry_over_ensemble(
-                holdout.directory, output_dir, splits.label_names, holdout.ngram_validation, test_table, test_logits
-            )
-        else:
-            logger.info("No validation rows to choose the n-gram model's weight: none fitted; prediction uses the transformer alone")
-            return None
-    except ProdcatError as err:
-        logger.warning("No n-gram model: %s; prediction uses the transformer alone", err)
-        return None
-    figures["fit_seconds"] = time.time() - start
-    return figures
-
-
-def write_test_report(output_dir: str, model, test_table, test_logits: np.ndarray, report_dir: str) -> dict:
-    """The evaluation report of the test file, scored on the default prediction path (the ensemble when
-    ``ngram/`` was saved, else the transformer), as ``prodcat evaluate`` scores it."""
-    from .calibration import model_temperature
-    from .ngram import NgramEnsemble, has_ensemble
-    from .report import write_report
-
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    scores, temperature, predictor = test_logits, model_temperature(model.config), "transformer"
-    if has_ensemble(output_dir):
-        ensemble = NgramEnsemble.load(output_dir, labels)
-        scores, temperature, predictor = ensemble.scores(test_table.texts, test_logits), ensemble.temperature, "ensemble"
-    return write_report(
-        scores, labels, test_table.texts, test_table.labels, report_dir,
-        temperature=temperature, predictor=predictor, source_rows=test_table.source_rows,
-    )
 
 
 def predictor_scores(results: dict) -> dict[str, dict[str, float]]:

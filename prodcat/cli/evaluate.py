@@ -20,9 +20,12 @@ import argparse
 import json
 import os
 
-from .errors import ProdcatError
-from .hierarchy import CANONICAL_SEPARATOR
-from .predict_cli import add_predictor_options
+from prodcat.cli.predict import add_predictor_options
+from prodcat.core.errors import ProdcatError
+from prodcat.core.hierarchy import CANONICAL_SEPARATOR
+from prodcat.data.tables import load_table
+from prodcat.evaluation.report import REPORT_FILES, write_report
+from prodcat.inference.categorizer import Categorizer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,9 +67,6 @@ def training_settings(model_dir: str) -> dict:
 
 def main(argv: list[str]) -> int:
     """Run ``prodcat evaluate``; returns the exit code (ProdcatError for bad input)."""
-    from .data import load_table
-    from .predictor import Categorizer
-    from .report import REPORT_FILES, write_report
 
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:

@@ -30,8 +30,9 @@ import numpy as np
 import pandas as pd
 from datasets import ClassLabel, Dataset, concatenate_datasets
 
-from .errors import ProdcatError, first_line
-from .hierarchy import CANONICAL_SEPARATOR, normalize_path, split_path
+from prodcat.core.errors import ProdcatError, first_line
+from prodcat.core.hierarchy import CANONICAL_SEPARATOR, normalize_path, split_path
+from prodcat.core.io import file_format
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ def decode_label_id(label_id: int, label_names: list[str], unseen_names: list[st
     """The category path of a label id produced by :func:`build_splits` (known or unseen)."""
     return label_names[label_id] if label_id >= 0 else unseen_names[UNSEEN_BASE - label_id]
 
-_READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
 #: Longest text kept, in characters; longer texts are clipped (and counted in a warning). The model
 #: never sees more than ``max_seq_length`` tokens (a few thousand characters at most), so nothing it
@@ -63,16 +63,6 @@ MAX_TEXT_CHARS = 50_000
 MISSING_LABEL_SPELLINGS = frozenset({"nan", "none", "null", "na", "n/a", "#n/a"})
 
 _SEPARATOR_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
-
-
-def file_format(path: str) -> str:
-    """``csv``, ``tsv``, ``jsonl`` or ``parquet`` from the file extension, or a ProdcatError."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in _READERS:
-        raise ProdcatError(
-            f"{path}: unsupported file type '{ext or '(none)'}'; use .csv, .tsv, .jsonl or .parquet"
-        )
-    return _READERS[ext]
 
 
 def read_frame(path: str) -> pd.DataFrame:

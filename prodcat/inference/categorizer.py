@@ -24,23 +24,30 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .calibration import model_temperature, probabilities
-from .errors import ProdcatError, first_line
-from .hierarchy import CANONICAL_SEPARATOR, level_membership, max_depth, normalize_path, path_depth, split_path
-from .ngram import NgramEnsemble, has_ensemble
+from prodcat.core.errors import ProdcatError
+from prodcat.core.hierarchy import CANONICAL_SEPARATOR, level_membership, max_depth, path_depth, split_path
+from prodcat.evaluation.calibration import model_temperature, probabilities
+from prodcat.inference import onnx_backend
+from prodcat.inference.batching import MODEL_INPUTS, run_batches, torch_forward
+from prodcat.inference.ngram import NgramEnsemble, has_ensemble
+from prodcat.modeling.loading import (
+    category_labels,
+    check_classifier,
+    check_weights_are_safe,
+    default_device,
+    load_model_config,
+    load_tokenizer,
+    load_torch_classifier,
+    resolve_model_dir,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Separators recognised in the labels of models trained elsewhere, in order of preference.
-LABEL_SEPARATORS = (">", "|", "/", "::")
-#: ``id2label`` names that transformers invents when a model was saved without labels.
-_DEFAULT_LABEL = re.compile(r"LABEL_\d+")
 #: Slack when comparing summed probabilities with a threshold (0.5 + 0.3 must reach 0.8).
 _THRESHOLD_SLACK = 1e-9
 #: Token budget when neither the caller nor training_summary.json says (product titles are short).
@@ -217,73 +224,6 @@ def hierarchical_backoff(
 # --------------------------------------------------------------------------------------------
 
 
-def detect_label_separator(labels: Sequence[str]) -> str:
-    """The level separator used by ``labels``: the first of ``LABEL_SEPARATORS`` that occurs, else ``" > "``."""
-    for separator in LABEL_SEPARATORS:
-        if any(separator in label for label in labels):
-            return separator
-    return CANONICAL_SEPARATOR
-
-
-def category_labels(config, source: str, label_separator: str | None = None) -> list[str]:
-    """Canonical category paths from ``config.id2label`` (index order), or a ProdcatError.
-
-    ``label_separator=None`` detects it (``>``, ``|``, ``/`` or ``::``). A model whose labels are
-    transformers' defaults (``LABEL_0``, ``LABEL_1`` ...) has no category labels.
-    """
-    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
-    num_labels = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
-    raw = [id2label.get(i, f"LABEL_{i}") for i in range(num_labels)]
-    if num_labels < 2 or all(_DEFAULT_LABEL.fullmatch(label) for label in raw):
-        raise ProdcatError(
-            f"{source}: model without category labels (config.id2label is {', '.join(raw[:2])}...); "
-            "train it with prodcat, or set id2label to category paths such as 'Electronics > Audio'"
-        )
-    separator = label_separator or detect_label_separator(raw)
-    labels = [normalize_path(label, separator) for label in raw]
-    if any(not label for label in labels):
-        raise ProdcatError(f"{source}: config.id2label has an empty category name; every label must be a category path")
-    if len(set(labels)) != len(labels):
-        seen: set[str] = set()
-        duplicate = next(label for label in labels if label in seen or seen.add(label))
-        raise ProdcatError(
-            f"{source}: two labels in config.id2label are the same category {duplicate!r} after normalising "
-            f"the separator {separator!r}; pass label_separator / --label_separator"
-        )
-    return labels
-
-
-def resolve_model_dir(path_or_hub_id: str, include_onnx: bool = False) -> tuple[str, bool]:
-    """``(local folder, from_hub)`` for a model folder or a Hub id (read from the HF cache when offline).
-
-    Only config, tokenizer and safetensors files (and ``onnx/`` with ``include_onnx``) are fetched
-    from the Hub; ``HF_HUB_OFFLINE=1`` is respected (the cached snapshot is used).
-    """
-    if os.path.isdir(path_or_hub_id):
-        return path_or_hub_id, False
-    if os.path.exists(path_or_hub_id):
-        raise ProdcatError(f"{path_or_hub_id}: is a file; pass the model folder (with config.json and model.safetensors)")
-    # A Hub id is "name" or "owner/name"; anything else is a local path that does not exist.
-    looks_local = path_or_hub_id.startswith((".", "/", "~")) or path_or_hub_id.count("/") > 1 or "\\" in path_or_hub_id
-    if looks_local:
-        raise ProdcatError(f"{path_or_hub_id}: model folder not found; check the path")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.constants import HF_HUB_OFFLINE
-
-    try:
-        folder = snapshot_download(
-            path_or_hub_id,
-            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"] + (["onnx/*"] if include_onnx else []),
-        )
-    except Exception as err:  # offline cache miss, unknown repo, no network: all one message
-        detail = first_line(err)
-        where = "not in the Hugging Face cache and HF_HUB_OFFLINE=1" if HF_HUB_OFFLINE else f"cannot be fetched ({detail})"
-        raise ProdcatError(f"{path_or_hub_id}: not a model folder, and as a Hub id it is {where}") from None
-    if not any(name.endswith(".safetensors") for name in os.listdir(folder)):
-        raise ProdcatError(f"{path_or_hub_id}: no safetensors weights in this Hub repository; prodcat loads safetensors only")
-    return folder, True
-
-
 def _training_summary(model_dir: str) -> dict:
     path = os.path.join(model_dir, SUMMARY_FILE)
     if not os.path.isfile(path):
@@ -293,47 +233,6 @@ def _training_summary(model_dir: str) -> dict:
             return json.load(handle)
     except (OSError, ValueError):
         return {}
-
-
-def _load_config(model_dir: str, source: str, trust_remote_code: bool):
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    except Exception as err:
-        detail = first_line(err)
-        raise ProdcatError(f"{source}: cannot read the model config ({detail}); the folder needs config.json") from None
-
-
-def _check_classifier(config, source: str) -> None:
-    architectures = getattr(config, "architectures", None) or []
-    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
-        raise ProdcatError(
-            f"{source}: not a sequence-classification model (architecture {architectures[0]}); "
-            "prodcat predicts with AutoModelForSequenceClassification models"
-        )
-    if getattr(config, "problem_type", None) == "multi_label_classification":
-        raise ProdcatError(f"{source}: a multi-label model; prodcat predicts exactly one category per product")
-
-
-def load_torch_classifier(model_dir: str, source: str, device: str, trust_remote_code: bool = False, **kwargs):
-    """``AutoModelForSequenceClassification`` from safetensors, in eval mode on ``device``."""
-    from transformers import AutoModelForSequenceClassification
-
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
-        )
-    except Exception as err:
-        detail = first_line(err)
-        raise ProdcatError(f"{source}: cannot load the model weights ({detail})") from None
-    return model.to(device).eval()
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,7 +267,6 @@ class Categorizer:
         ensemble=None,
     ):
         """Low-level constructor: ``forward(features: dict[str, np.ndarray]) -> logits``; prefer from_pretrained."""
-        from .inference import MODEL_INPUTS
 
         self.labels = list(labels)
         self.taxonomy = Taxonomy(self.labels)
@@ -380,7 +278,7 @@ class Categorizer:
         self.backend = backend
         self.model_dir = model_dir
         self.source = source or model_dir
-        #: The n-gram ensemble (prodcat.ngram.NgramEnsemble) that predictions pool with the transformer, or None.
+        #: The n-gram ensemble (prodcat.inference.ngram.NgramEnsemble) that predictions pool with the transformer, or None.
         self.ensemble = ensemble
         #: Training settings of a prodcat model (text_columns, max_seq_length ...); {} for others.
         self.training_summary = _training_summary(model_dir) if model_dir else {}
@@ -406,7 +304,7 @@ class Categorizer:
         Args:
             path_or_hub_id: a folder written by ``prodcat train`` (or any sequence classifier whose
                 ``id2label`` are category paths), or a Hub id available in the HF cache / online.
-            backend: ``"torch"`` or ``"onnx"`` (exported once and cached, see prodcat.onnx_backend).
+            backend: ``"torch"`` or ``"onnx"`` (exported once and cached, see prodcat.inference.onnx_backend).
             quantize: ONNX only: int8 dynamic quantization (faster on CPU, near-identical top-1).
             device: torch device (``"cpu"``, ``"cuda"``); default CUDA when available. The ONNX
                 backend uses CUDA only when onnxruntime-gpu is installed and device is ``"cuda"``.
@@ -419,10 +317,9 @@ class Categorizer:
                 recomputed with the fp32 graph; default: the margin measured on the category names
                 at quantization time (``onnx_backend.measure_recheck_margin``); 0 = pure int8.
             ensemble: pool the transformer with the n-gram model that training saves in ``ngram/``
-                (prodcat.ngram; more accurate on long-tailed catalogues, not what ``pipeline()`` returns).
+                (prodcat.inference.ngram; more accurate on long-tailed catalogues, not what ``pipeline()`` returns).
                 None (default): whenever the folder has one; True: require it; False: the transformer alone.
         """
-        from .model import check_weights_are_safe, load_tokenizer
 
         if backend not in ("torch", "onnx"):
             raise ProdcatError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
@@ -436,8 +333,8 @@ class Categorizer:
                 "(re-save the model with save_pretrained, which writes model.safetensors)"
             )
         check_weights_are_safe(model_dir, allow_pickle=False)  # prediction never unpickles weights
-        config = _load_config(model_dir, path_or_hub_id, trust_remote_code)
-        _check_classifier(config, path_or_hub_id)
+        config = load_model_config(model_dir, path_or_hub_id, trust_remote_code)
+        check_classifier(config, path_or_hub_id)
         labels = category_labels(config, path_or_hub_id, label_separator)
         temperature = model_temperature(config)
         tokenizer = load_tokenizer(model_dir, trust_remote_code)
@@ -449,21 +346,18 @@ class Categorizer:
                 max_seq_length = model_max
         if max_seq_length < 2:
             raise ProdcatError(f"max_seq_length must be at least 2, got {max_seq_length}")
-        device = device or _default_device()
-        from .inference import MODEL_INPUTS
+        device = device or default_device()
 
         input_names = [name for name in MODEL_INPUTS if name in tokenizer.model_input_names]
         if backend == "torch":
             import torch
 
-            from .inference import torch_forward
 
             if num_threads:
                 torch.set_num_threads(num_threads)
             model = load_torch_classifier(model_dir, path_or_hub_id, device, trust_remote_code)
             forward = torch_forward(model)
         else:
-            from . import onnx_backend
 
             def export(quantized: bool) -> str:
                 return onnx_backend.ensure_onnx_model(
@@ -500,7 +394,6 @@ class Categorizer:
 
     def logits(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Raw logits ``[len(texts), len(labels)]`` (float32, input order)."""
-        from .inference import run_batches
 
         if batch_size < 1:
             raise ProdcatError(f"batch_size must be at least 1, got {batch_size}")
@@ -511,7 +404,7 @@ class Categorizer:
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Leaf probabilities ``[len(texts), len(labels)]`` (columns = ``labels``).
 
-        ``softmax(logits / T)``; with the n-gram ensemble, its pooled probabilities (prodcat.ngram).
+        ``softmax(logits / T)``; with the n-gram ensemble, its pooled probabilities (prodcat.inference.ngram).
         """
         scores, temperature = self.log_scores(texts, batch_size, progress)
         return probabilities(scores, temperature, dtype=np.float32)

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser, TrainingArguments
 
-from .errors import ProdcatError, first_line
-from .hierarchy import CANONICAL_SEPARATOR
-from .interrupt import LATEST
+from prodcat.core.errors import ProdcatError, first_line
+from prodcat.core.hierarchy import CANONICAL_SEPARATOR
+from prodcat.training.interrupt import LATEST
 
 _REPO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sample_products.csv")
 

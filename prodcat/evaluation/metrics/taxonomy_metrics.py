@@ -1,6 +1,6 @@
 """Taxonomy-aware classification metrics for category paths such as ``"A > B > C"``.
 
-Load it offline with ``evaluate.load(prodcat.metrics.TAXONOMY_METRIC_PATH)``: predictions and
+Load it offline with ``evaluate.load(prodcat.evaluation.metrics.TAXONOMY_METRIC_PATH)``: predictions and
 references are canonical category paths (strings joined with ``" > "``). The Trainer uses the
 same formulas through the plain function :func:`taxonomy_scores`.
 
@@ -31,7 +31,7 @@ or the whole of x when it has fewer than k segments, so paths of different depth
 
 Example:
     >>> import evaluate
-    >>> from prodcat.metrics import TAXONOMY_METRIC_PATH
+    >>> from prodcat.evaluation.metrics import TAXONOMY_METRIC_PATH
     >>> metric = evaluate.load(TAXONOMY_METRIC_PATH)
     >>> metric.compute(predictions=["A > B", "A > C"], references=["A > B", "A > B"])["level_1_accuracy"]
     1.0
