@@ -35,11 +35,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from common import IMAGES, ROOT, add_data_dir_argument, page_link, split_paths, write_benchmarks_block
+
+if TYPE_CHECKING:
+    from prodcat.core.artifacts import TrainingSummary
 
 #: prodcat's default seed: its models keep the folder names they had before ``--seed`` took several values.
 DEFAULT_SEED = 42
@@ -102,13 +106,11 @@ def run_fasttext(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> tuple[li
     return predicted, train_seconds, items_per_second
 
 
-def training_summary(output_dir: str) -> dict | None:
-    """The ``training_summary.json`` a prodcat run left in ``output_dir``, or None when there is none."""
-    path = os.path.join(output_dir, "training_summary.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as handle:
-        return json.load(handle)
+def training_summary(output_dir: str) -> TrainingSummary | None:
+    """The training summary a prodcat run left in ``output_dir``, or None when there is none."""
+    from prodcat.core.artifacts import read_summary
+
+    return read_summary(output_dir)
 
 
 def model_dir(output_dir: str, dataset: str, seed: int) -> str:
@@ -128,7 +130,7 @@ TRAINED: set[str] = set()
 def train_prodcat(
     train_path: str, test_path: str, output_dir: str, dataset: str, seed: int = DEFAULT_SEED, reuse: bool = False,
     extra_flags: tuple = (),
-) -> dict:
+) -> TrainingSummary:
     """Train prodcat with its defaults, ``seed`` and ``extra_flags`` into ``output_dir``; its training summary.
 
     With ``reuse``, or when this process already trained that folder, the model there is kept (it must have the
@@ -139,10 +141,10 @@ def train_prodcat(
 
     summary = training_summary(output_dir) if reuse or output_dir in TRAINED else None
     if summary is not None:
-        if summary.get("train_file") != os.path.basename(train_path):
-            raise SystemExit(f"--reuse_models: {output_dir} was trained on {summary.get('train_file')}, not {train_path}")
-        if summary["hyperparameters"]["seed"] != seed:
-            raise SystemExit(f"--reuse_models: {output_dir} was trained with seed {summary['hyperparameters']['seed']}, not {seed}")
+        if summary.train_file != os.path.basename(train_path):
+            raise SystemExit(f"--reuse_models: {output_dir} was trained on {summary.train_file}, not {train_path}")
+        if summary.seed != seed:
+            raise SystemExit(f"--reuse_models: {output_dir} was trained with seed {summary.seed}, not {seed}")
         if output_dir not in TRAINED:
             print(f"   reusing the model in {output_dir} (train seconds as recorded by its training run)")
         return summary
@@ -172,12 +174,12 @@ def run_prodcat(
     return predicted, recorded_train_seconds(summary, ngram=categorizer.ensemble is not None), items_per_second
 
 
-def recorded_train_seconds(summary: dict, ngram: bool = False) -> float:
+def recorded_train_seconds(summary: TrainingSummary, ngram: bool = False) -> float:
     """A training run's wall seconds as it recorded them, plus the held-out first run's with ``--refit_on_all_rows``,
     plus with ``ngram`` the n-gram model's fit."""
-    first_run = (summary.get("refit_on_all_rows") or {}).get("holdout_train_wall_seconds") or 0.0
-    fit = ((summary["results"].get("ngram_ensemble") or {}).get("fit_seconds") or 0.0) if ngram else 0.0
-    return float(summary["results"]["train"]["train_wall_seconds"] + first_run + fit)
+    first_run = (summary.refit_on_all_rows or {}).get("holdout_train_wall_seconds") or 0.0
+    fit = (summary.result("ngram_ensemble").get("fit_seconds") or 0.0) if ngram else 0.0
+    return float(summary.result("train")["train_wall_seconds"] + first_run + fit)
 
 
 def run_method(

@@ -35,23 +35,21 @@ from common import ROOT, add_data_dir_argument, split_paths, write_benchmarks_bl
 def validation_outputs(train_path: str, folder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """``(transformer logits, n-gram decisions, class ids, labels)`` on the validation rows of the run in ``folder``
     (rows of categories the model does not know are left out, as training leaves them out)."""
-    from prodcat.data.tables import LABEL_PATH, TEXT, build_splits, load_table
+    from prodcat.data.splits import LABEL_PATH, TEXT, build_splits
+    from prodcat.data.tables import load_table
     from prodcat.evaluation.calibration import label_ids
     from prodcat.inference.categorizer import Categorizer
     from prodcat.inference.ngram import NgramModel
 
     summary = training_summary(folder)
-    settings = summary["hyperparameters"]
-    table = load_table(train_path, summary["text_columns"], summary["label_column"])
-    splits = build_splits(
-        table, None, None, summary["validation_split"], settings["seed"], summary.get("validation_min_category_rows") or 2
-    )
+    table = load_table(train_path, summary.text_columns, summary.label_column)
+    splits = build_splits(table, None, None, summary.validation_split, summary.seed)
     categorizer = Categorizer.from_pretrained(folder, device="cpu", ensemble=False)
     labels = list(categorizer.labels)
     texts = list(splits.validation[TEXT][:])
     ids = label_ids(list(splits.validation[LABEL_PATH][:]), {name: i for i, name in enumerate(labels)})
     known = np.flatnonzero(ids >= 0)
-    ngram = NgramModel.fit(list(splits.train[TEXT][:]), list(splits.train[LABEL_PATH][:]), labels, settings["seed"])
+    ngram = NgramModel.fit(list(splits.train[TEXT][:]), list(splits.train[LABEL_PATH][:]), labels, summary.seed)
     texts = [texts[i] for i in known]
     return categorizer.logits(texts), ngram.decisions(texts), ids[known], labels
 

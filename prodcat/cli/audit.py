@@ -8,6 +8,7 @@ from prodcat.core.errors import ProdcatError
 from prodcat.core.hierarchy import CANONICAL_SEPARATOR
 from prodcat.core.io import write_json
 from prodcat.data.audit import audit_tables
+from prodcat.data.columns import parse_text_columns
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +34,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.min_count < 1:
         raise ProdcatError(f"--min_count must be at least 1 (got {args.min_count})")
-    columns = [c.strip() for c in args.text_columns.split(",") if c.strip()]
+    columns = parse_text_columns(args.text_columns, default=["description"])
     report = audit_tables(
         args.file,
         columns,

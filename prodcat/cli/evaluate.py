@@ -17,12 +17,13 @@ from ``training_summary.json`` in the model folder), else ``description`` / ``ca
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 from prodcat.cli.predict import add_predictor_options
+from prodcat.core.artifacts import read_summary
 from prodcat.core.errors import ProdcatError
 from prodcat.core.hierarchy import CANONICAL_SEPARATOR
+from prodcat.data.columns import parse_text_columns
 from prodcat.data.tables import load_table
 from prodcat.evaluation.report import REPORT_FILES, write_report
 from prodcat.inference.categorizer import Categorizer
@@ -48,19 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def training_settings(model_dir: str) -> dict:
-    """Columns and sequence length recorded in ``model_dir/training_summary.json`` ({} when absent)."""
-    path = os.path.join(model_dir, "training_summary.json")
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as handle:
-            summary = json.load(handle)
-    except (OSError, ValueError):
+    """Columns and sequence length recorded in ``model_dir/training_summary.json`` ({} when absent).
+
+    Example:
+        >>> training_settings("outputs/model")
+        {'text_columns': ['description'], 'label_column': 'category', 'max_seq_length': 64}
+    """
+    summary = read_summary(model_dir)
+    if summary is None:
         return {}
     settings = {
-        "text_columns": summary.get("text_columns"),
-        "label_column": summary.get("label_column"),
-        "max_seq_length": (summary.get("hyperparameters") or {}).get("max_seq_length"),
+        "text_columns": summary.text_columns,
+        "label_column": summary.label_column,
+        "max_seq_length": summary.max_seq_length,
     }
     return {k: v for k, v in settings.items() if v}
 
@@ -74,12 +75,7 @@ def main(argv: list[str]) -> int:
     if not os.path.isdir(args.model):
         raise ProdcatError(f"{args.model}: model folder not found; pass the --output_dir of prodcat train")
     trained = training_settings(args.model)
-    if args.text_columns is not None:
-        text_columns = [c.strip() for c in args.text_columns.split(",") if c.strip()]
-    else:
-        text_columns = list(trained.get("text_columns") or ["description"])
-    if not text_columns:
-        raise ProdcatError("--text_columns is empty; name at least one column, e.g. --text_columns description")
+    text_columns = parse_text_columns(args.text_columns, trained.get("text_columns") or ["description"])
     label_column = args.label_column or trained.get("label_column") or "category"
     max_length = args.max_seq_length or int(trained.get("max_seq_length") or 64)
     if max_length < 1:

@@ -58,7 +58,7 @@ def train_main(argv: list[str]) -> int:
 
 def print_prediction_paths(results: dict) -> None:
     """One line per prediction path with its validation and test accuracy / macro-F1 (the default path first)."""
-    from prodcat.training.run import predictor_scores
+    from prodcat.training.summary import predictor_scores
 
     paths = predictor_scores(results)
     names = {"ensemble": "transformer + n-gram model (prodcat's default)", "transformer": "transformer alone (pipeline())"}

@@ -8,9 +8,9 @@ Examples::
         --text_columns title,description --top_k 3 --threshold 0.8 --levels --backend onnx --quantize
     torchrun --nproc_per_node 4 predict.py --model outputs/model --input_file big.parquet --output_file out.parquet
 
-File mode streams the input in chunks (CSV via pandas ``chunksize``, JSON Lines line by line,
-Parquet via ``pyarrow`` ``iter_batches``), so memory stays bounded, and writes the output to a
-temporary file that is renamed into place only at the end: a crash or Ctrl-C never leaves a
+File mode streams the input in chunks (``prodcat.data.readers.TableReader``: CSV / TSV and JSON
+Lines line by line, Parquet by ``pyarrow`` batches), so memory stays bounded, and writes the output
+to a temporary file that is renamed into place only at the end: a crash or Ctrl-C never leaves a
 half-written output. The output keeps every input column, in order, and adds
 ``predicted_category`` and ``score``; ``--top_k K`` adds ``top_2_category``/``top_2_score`` ...
 ``top_K_*``; ``--levels`` adds ``level_1_category``/``level_1_score`` ...; ``--threshold`` adds
@@ -25,7 +25,6 @@ and removes them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -36,16 +35,11 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from prodcat.core.errors import ProdcatError, first_line
-from prodcat.core.io import atomic_path, file_format
-from prodcat.data.tables import (
-    describe_decode_error,
-    iter_delimited_frames,
-    iter_jsonl_rows,
-    join_text_columns,
-    parquet_columns,
-    read_header,
-)
+from prodcat.core.errors import ProdcatError
+from prodcat.core.io import atomic_path, atomic_table_writer, file_format
+from prodcat.data.columns import parse_text_columns
+from prodcat.data.readers import TableReader
+from prodcat.data.tables import join_text_columns
 from prodcat.inference.categorizer import Categorizer
 
 logger = logging.getLogger(__name__)
@@ -208,162 +202,6 @@ class Processes:
 
 
 # --------------------------------------------------------------------------------------------
-# Streaming readers and writers
-# --------------------------------------------------------------------------------------------
-
-
-class TableReader:
-    """Reads a CSV / TSV / JSON Lines / Parquet file chunk by chunk (``columns``, ``rows_estimate``, ``chunks()``)."""
-
-    def __init__(self, path: str, chunk_size: int):
-        if not os.path.exists(path):
-            raise ProdcatError(f"{path}: file not found; check the path")
-        if os.path.isdir(path):
-            raise ProdcatError(f"{path}: is a directory, expected a .csv, .jsonl or .parquet file")
-        self.path = path
-        self.format = file_format(path)
-        self.chunk_size = chunk_size
-        if os.path.getsize(path) == 0:
-            raise ProdcatError(f"{path}: file is empty; it needs a header row (CSV) or one JSON object per line")
-        self.columns, self.rows_estimate = self._inspect()
-
-    def _inspect(self) -> tuple[list[str], int | None]:
-        try:
-            if self.format in ("csv", "tsv"):
-                # Same checks and names as training (duplicated / empty names, BOM, not UTF-8).
-                return read_header(self.path), max(_count_lines(self.path) - 1, 0)
-            if self.format == "jsonl":
-                return self._jsonl_keys()
-            import pyarrow.parquet as pq
-
-            parquet = pq.ParquetFile(self.path)
-            return parquet_columns(parquet.schema_arrow.names), parquet.metadata.num_rows
-        except ProdcatError:
-            raise
-        except UnicodeDecodeError:
-            raise ProdcatError(f"{self.path}: {describe_decode_error(self.path)}") from None
-        except Exception as err:
-            raise ProdcatError(f"{self.path}: cannot read the file ({type(err).__name__}: {first_line(err)})") from None
-
-    def _jsonl_keys(self) -> tuple[list[str], int]:
-        """One pass over a JSON Lines file: validate every line and collect the keys in first-seen order."""
-        keys: dict[str, None] = {}
-        rows = 0
-        for _line_number, row in iter_jsonl_rows(self.path):
-            rows += 1
-            for key in row:
-                keys.setdefault(key, None)
-        if rows == 0:
-            raise ProdcatError(f"{self.path}: no JSON lines found; each line must be one product as a JSON object")
-        return list(keys), rows
-
-    def chunks(self) -> Iterator[pd.DataFrame]:
-        """DataFrames of at most ``chunk_size`` rows, in file order, with columns ``self.columns``."""
-        try:
-            if self.format in ("csv", "tsv"):
-                # The csv-module reader of prodcat.data.tables: a stray separator or quote is an error naming
-                # the line, never a silently shifted column.
-                yield from iter_delimited_frames(self.path, self.chunk_size)
-            elif self.format == "jsonl":
-                batch: list[dict] = []
-                for _line_number, row in iter_jsonl_rows(self.path):
-                    batch.append(row)
-                    if len(batch) == self.chunk_size:
-                        yield pd.DataFrame(batch, columns=self.columns)
-                        batch = []
-                if batch:
-                    yield pd.DataFrame(batch, columns=self.columns)
-            else:
-                import pyarrow.parquet as pq
-
-                for record_batch in pq.ParquetFile(self.path).iter_batches(batch_size=self.chunk_size):
-                    frame = record_batch.to_pandas(ignore_metadata=True)
-                    yield frame[self.columns]
-        except ProdcatError:
-            raise
-        except UnicodeDecodeError:
-            raise ProdcatError(f"{self.path}: {describe_decode_error(self.path)}") from None
-        except (OSError, ValueError) as err:
-            raise ProdcatError(f"{self.path}: cannot read the file ({type(err).__name__}: {first_line(err)})") from None
-
-
-def _count_lines(path: str) -> int:
-    """Newlines in a file (a fast estimate of CSV rows for the progress bar)."""
-    count = 0
-    last = b"\n"
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            count += block.count(b"\n")
-            last = block[-1:]
-    return count + (last != b"\n")
-
-
-class TableWriter:
-    """Appends DataFrames with the same columns to a CSV / TSV / JSON Lines / Parquet file."""
-
-    def __init__(self, path: str, fmt: str):
-        self.path = path
-        self.format = fmt
-        self._handle = None
-        self._parquet = None
-        self._schema = None
-        if fmt in ("csv", "tsv", "jsonl"):
-            self._handle = open(path, "w", encoding="utf-8", newline="")
-        self.rows = 0
-
-    def write(self, frame: pd.DataFrame) -> None:
-        if self.format in ("csv", "tsv"):
-            frame.to_csv(self._handle, header=self.rows == 0, index=False, sep="\t" if self.format == "tsv" else ",")
-        elif self.format == "jsonl":
-            if len(frame):
-                text = frame.to_json(orient="records", lines=True, force_ascii=False)
-                self._handle.write(text if text.endswith("\n") else text + "\n")
-        else:
-            self._write_parquet(frame)
-        self.rows += len(frame)
-
-    def _write_parquet(self, frame: pd.DataFrame) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if self._schema is None:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            # A column that is empty in the first chunk has type null; later chunks need a real type.
-            fields = [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in table.schema]
-            self._schema = pa.schema(fields, metadata=table.schema.metadata)
-            table = table.cast(self._schema)
-            self._parquet = pq.ParquetWriter(self.path, self._schema)
-        else:
-            try:
-                table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-                raise ProdcatError(
-                    f"{self.path}: rows {self.rows + 1}-{self.rows + len(frame)} do not fit the column types of the first rows "
-                    f"({first_line(err)}); write .csv or .jsonl instead"
-                ) from None
-        self._parquet.write_table(table)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-        if self._parquet is not None:
-            self._parquet.close()
-        elif self.format == "parquet" and self._schema is None:
-            pd.DataFrame().to_parquet(self.path, index=False)
-
-
-@contextlib.contextmanager
-def atomic_table_writer(path: str) -> Iterator[TableWriter]:
-    """A TableWriter on a temporary file that replaces ``path`` only when the block succeeds."""
-    with atomic_path(path) as tmp:
-        writer = TableWriter(tmp, file_format(path))
-        try:
-            yield writer
-        finally:
-            writer.close()
-
-
-# --------------------------------------------------------------------------------------------
 # Predictions -> columns
 # --------------------------------------------------------------------------------------------
 
@@ -495,14 +333,12 @@ def predict_texts(args: argparse.Namespace) -> int:
 
 
 def _text_columns(args: argparse.Namespace, categorizer, reader: TableReader) -> list[str]:
-    if args.text_columns:
-        columns = [c.strip() for c in args.text_columns.split(",") if c.strip()]
-        if not columns:
-            raise ProdcatError("--text_columns is empty; name at least one column, e.g. --text_columns title")
+    trained = categorizer.training_summary.text_columns if categorizer.training_summary else None
+    columns = parse_text_columns(args.text_columns, trained or DEFAULT_TEXT_COLUMNS)
+    if args.text_columns is not None:
         source = "--text_columns"
     else:
-        columns = list(categorizer.training_summary.get("text_columns") or DEFAULT_TEXT_COLUMNS)
-        source = "the model's training text columns" if categorizer.training_summary.get("text_columns") else "the default"
+        source = "the model's training text columns" if trained else "the default"
     missing = [c for c in columns if c not in reader.columns]
     if missing:
         raise ProdcatError(

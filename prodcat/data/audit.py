@@ -34,7 +34,9 @@ from dataclasses import asdict, dataclass, field
 from prodcat.core.errors import ProdcatError
 from prodcat.core.hierarchy import CANONICAL_SEPARATOR, max_depth, normalize_path
 from prodcat.core.io import write_json
-from prodcat.data.tables import _missing_columns_error, join_text_columns, read_frame, source_row_numbers
+from prodcat.data.columns import check_text_columns, missing_columns_error
+from prodcat.data.readers import read_frame, source_row_numbers
+from prodcat.data.tables import join_text_columns
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ class DuplicateGroup:
 @dataclass
 class FileAudit:
     """Findings inside one file; rows are where each row is in its file (the line a CSV row starts on, see
-    :func:`prodcat.data.tables.source_row_numbers`), so an editor can jump to them."""
+    :func:`prodcat.data.readers.source_row_numbers`), so an editor can jump to them."""
 
     role: str
     path: str
@@ -270,7 +272,7 @@ def _read(role: str, path: str, text_columns: Sequence[str], label_column: str, 
     frame = read_frame(path)
     missing = [c for c in [*text_columns, label_column] if c not in frame.columns]
     if missing:
-        raise _missing_columns_error(path, missing, [str(c) for c in frame.columns])
+        raise missing_columns_error(path, missing, list(frame.columns))
     texts = join_text_columns(frame, list(text_columns))
     column = frame[label_column]
     if column.dtype != object:  # e.g. numeric category codes in Parquet, as load_table reads them
@@ -375,8 +377,7 @@ def audit_tables(
 
     Raises ProdcatError for unreadable files or missing columns.
     """
-    if not text_columns:
-        raise ProdcatError("--text_columns is empty; name at least one column, e.g. --text_columns description")
+    check_text_columns(text_columns)
     tables = [_read("train", train_path, text_columns, label_column, label_separator)]
     for role, path in (("validation", validation_path), ("test", test_path)):
         if path:

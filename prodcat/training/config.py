@@ -20,6 +20,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from prodcat.core.errors import ProdcatError, first_line
 from prodcat.core.hierarchy import CANONICAL_SEPARATOR
+from prodcat.data.columns import parse_text_columns
 from prodcat.training.interrupt import LATEST
 
 _REPO_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sample_products.csv")
@@ -117,14 +118,6 @@ class DataArguments:
     label_column: str = field(default="category", metadata={"help": "Column with the category path."})
     label_separator: str = field(default=CANONICAL_SEPARATOR, metadata={"help": "Separator between category levels."})
     validation_split: float = field(default=0.1, metadata={"help": "Share of train held out for validation when no file is given."})
-    validation_min_category_rows: int = field(
-        default=2,
-        metadata={
-            "help": "The validation split draws only from categories with at least this many training rows; smaller ones "
-            "stay whole in train (2: only single-example categories). Falls back to 2 when the categories that qualify "
-            "hold under half of the rows."
-        },
-    )
     refit_on_all_rows: bool = field(
         default=False,
         metadata={
@@ -157,10 +150,7 @@ class DataArguments:
 
     @property
     def text_column_list(self) -> list[str]:
-        columns = [c.strip() for c in self.text_columns.split(",") if c.strip()]
-        if not columns:
-            raise ProdcatError("--text_columns is empty; name at least one column, e.g. --text_columns description")
-        return columns
+        return parse_text_columns(self.text_columns, default=["description"])
 
 
 def _with_default(default, help_text: str):
@@ -285,17 +275,11 @@ def check_processes_per_gpu(use_cpu: bool) -> None:
 
 
 def check_split_arguments(data_args: DataArguments, training_args: TrainingArguments, early_stopping_patience: int | None) -> None:
-    """One-line errors, before anything slow, for split settings that would have no effect and for settings
-    that ``--refit_on_all_rows`` cannot honour.
+    """One-line errors, before anything slow, for settings that ``--refit_on_all_rows`` cannot honour.
 
     Example:
         >>> check_split_arguments(DataArguments(refit_on_all_rows=True), ProdcatTrainingArguments(), None)
     """
-    if data_args.validation_file and data_args.validation_min_category_rows != DataArguments.validation_min_category_rows:
-        raise ProdcatError(
-            "--validation_min_category_rows shapes the validation split carved from the training file, and "
-            "--validation_file replaces that split: drop one of the two"
-        )
     if not data_args.refit_on_all_rows:
         return
     if data_args.validation_file:

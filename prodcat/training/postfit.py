@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
+from prodcat.core.artifacts import set_prior_correction, set_temperature, write_temperature
 from prodcat.core.errors import ProdcatError
-from prodcat.core.io import write_json
+from prodcat.data.splits import LABEL_PATH, TEXT, Splits, decode_label_id
+from prodcat.data.tables import ProductTable
 from prodcat.evaluation.calibration import (
-    TEMPERATURE_KEY,
     calibration_summary,
     fit_temperature,
     label_ids,
@@ -23,25 +25,17 @@ from prodcat.evaluation.calibration import (
 )
 from prodcat.evaluation.metrics.taxonomy_metrics import taxonomy_scores
 from prodcat.evaluation.report import write_report
+from prodcat.inference import batching
 from prodcat.inference.batching import predict_logits
 from prodcat.inference.ngram import SUBDIR, NgramEnsemble, carry_over_ensemble, fit_ensemble_for_model, has_ensemble
-from prodcat.modeling.loading import classifier_layer, load_saved_model
-from prodcat.training.config import ProdcatTrainingArguments
+from prodcat.modeling.head import classifier_layer
+from prodcat.modeling.loading import load_saved_model
 from prodcat.training.refit import HoldoutRun
 
 logger = logging.getLogger(__name__)
 
 #: Strengths tried for the prior correction; 0 (no change) is always a candidate.
 PRIOR_CORRECTION_TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def write_temperature(model_dir: str, temperature: float) -> None:
-    """Store ``temperature`` as ``prodcat_temperature`` in ``model_dir/config.json`` (atomic rewrite)."""
-    path = os.path.join(model_dir, "config.json")
-    with open(path, encoding="utf-8") as handle:
-        config = json.load(handle)
-    config[TEMPERATURE_KEY] = float(temperature)
-    write_json(path, config)
 
 
 def calibrate_model_dir(
@@ -87,7 +81,7 @@ def calibrate_model_dir(
     temperature = fit_temperature(logits, labels[known])
     summary = calibration_summary(logits, labels[known], temperature, n_bins)
     write_temperature(model_dir, temperature)
-    setattr(model.config, TEMPERATURE_KEY, temperature)
+    set_temperature(model.config, temperature)
     logger.info(
         "Calibration: temperature %.3f on %d validation rows; ECE %.4f -> %.4f, NLL %.4f -> %.4f",
         temperature,
@@ -134,63 +128,197 @@ def apply_prior_correction(model, train_counts: np.ndarray, tau: float) -> None:
         layer = classifier_layer(model)
         with torch.no_grad():
             layer.bias -= torch.as_tensor(tau * log_prior, dtype=layer.bias.dtype, device=layer.bias.device)
-    model.config.prodcat_prior_correction = float(tau)
+    set_prior_correction(model.config, tau)
 
 
-def ngram_step(
-    enabled: bool,
-    training_args: ProdcatTrainingArguments,
-    model,
-    tokenizer,
-    splits,
-    test_table,
-    holdout: HoldoutRun | None,
-    max_length: int,
-    validation_logits: np.ndarray | None,
-    test_logits: np.ndarray | None,
-) -> dict[str, float] | None:
-    """Fit the n-gram model on this run's validation split, or carry the held-out run's over; its figures.
 
-    None when no n-gram model is saved: ``--ngram_ensemble false``, no validation rows to choose its
-    weight, or data it cannot be fitted on (prediction then uses the transformer alone). An ``ngram/``
-    folder left by an earlier run in the same output folder is removed first, so it never outlives its model.
+
+
+
+# --------------------------------------------------------------------------------------------
+# The post-fit steps behind one interface
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PostFitContext:
+    """What the post-fit steps read: the trained model, the run's data, and where the outputs go.
+
+    The transformer's logits on the validation and test rows are computed once, when a step first asks.
     """
 
-    output_dir = training_args.output_dir
-    shutil.rmtree(os.path.join(output_dir, SUBDIR), ignore_errors=True)
-    if not enabled:
+    output_dir: str
+    model: Any
+    tokenizer: Any
+    splits: Splits
+    test_table: ProductTable | None
+    label_counts: np.ndarray
+    metric: str
+    batch_size: int
+    max_length: int
+    seed: int
+    trainer: Any = None
+    eval_dataset: Any = None
+    _logits: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def logits(self, split: str) -> np.ndarray | None:
+        """The transformer's logits on ``"validation"`` or ``"test"`` (None when the run has no such rows)."""
+        if split not in self._logits:
+            texts = self.splits.validation[TEXT][:] if split == "validation" and self.splits.validation is not None else None
+            if split == "test" and self.test_table is not None and len(self.test_table.texts):
+                texts = self.test_table.texts
+            if texts is None:
+                return None
+            # Looked up on the module at call time, so a test can count the passes.
+            self._logits[split] = batching.predict_logits(
+                self.model, self.tokenizer, list(texts), batch_size=self.batch_size, max_length=self.max_length
+            )
+        return self._logits[split]
+
+
+class PostFitStep:
+    """A setting fitted after training on the validation outputs, or carried over from the held-out run.
+
+    Subclasses give ``name`` (its key in the run's results) and both ways of getting the value; see
+    :func:`run_post_fit` for which one runs.
+    """
+
+    name = ""
+
+    def fit(self, context: PostFitContext) -> dict | None:
+        """Fit on this run's validation split; the figures to report, or None when nothing was fitted."""
+        raise NotImplementedError
+
+    def carry_over(self, context: PostFitContext, holdout: HoldoutRun) -> dict | None:
+        """Take the value the held-out run of ``--refit_on_all_rows`` fitted (this run has no validation rows)."""
+        raise NotImplementedError
+
+    def without_validation(self, context: PostFitContext) -> dict | None:
+        """Neither validation rows nor a held-out run: the neutral setting stays."""
         return None
-    start = time.time()
-    try:
-        if splits.validation is not None:
-            figures = fit_ensemble_for_model(
-                output_dir, model, tokenizer, splits, test_table, batch_size=training_args.per_device_eval_batch_size,
-                max_length=max_length, seed=training_args.seed, validation_logits=validation_logits, test_logits=test_logits,
-            )
-        elif holdout is not None and has_ensemble(holdout.directory):
-            figures = carry_over_ensemble(
-                holdout.directory, output_dir, splits.label_names, holdout.ngram_validation, test_table, test_logits
-            )
+
+
+def run_post_fit(steps: Sequence[PostFitStep], context: PostFitContext, holdout: HoldoutRun | None) -> dict[str, dict]:
+    """Run each step, fitted on this run's validation split or carried over from the held-out run.
+
+    The one place that decides between the two for ``--refit_on_all_rows``. Returns ``{step.name: figures}``.
+
+    Example:
+        >>> run_post_fit([TemperatureStep(), NgramStep()], context, holdout=None)["calibration"]["temperature"]
+        1.37
+    """
+    figures = {}
+    for step in steps:
+        if context.splits.validation is not None:
+            found = step.fit(context)
+        elif holdout is not None:
+            found = step.carry_over(context, holdout)
         else:
-            logger.info("No validation rows to choose the n-gram model's weight: none fitted; prediction uses the transformer alone")
-            return None
-    except ProdcatError as err:
-        logger.warning("No n-gram model: %s; prediction uses the transformer alone", err)
-        return None
-    figures["fit_seconds"] = time.time() - start
+            found = step.without_validation(context)
+        if found is not None:
+            figures[step.name] = found
     return figures
 
 
-def write_test_report(output_dir: str, model, test_table, test_logits: np.ndarray, report_dir: str) -> dict:
-    """The evaluation report of the test file, scored on the default prediction path (the ensemble when
-    ``ngram/`` was saved, else the transformer), as ``prodcat evaluate`` scores it."""
+class PriorCorrectionStep(PostFitStep):
+    """The logit adjustment for rare categories, folded into the classifier bias (before the model is saved)."""
 
+    name = "prior_correction"
+
+    def fit(self, context: PostFitContext) -> dict:
+        # Every process predicts validation through the Trainer, so all of them fold in the same tau.
+        prediction = context.trainer.predict(context.eval_dataset, metric_key_prefix="prior")
+        names, unseen = context.splits.label_names, context.splits.unseen_names
+        references = [decode_label_id(int(i), names, unseen) for i in prediction.label_ids]
+        tau, scores = tune_prior_correction(prediction.predictions, references, names, context.label_counts, context.metric)
+        logger.info(
+            "Prior correction: validation %s by tau %s; chose tau=%s", context.metric, {t: round(v, 4) for t, v in scores.items()}, tau
+        )
+        apply_prior_correction(context.model, context.label_counts, tau)
+        return {"tau": tau}
+
+    def carry_over(self, context: PostFitContext, holdout: HoldoutRun) -> dict:
+        apply_prior_correction(context.model, context.label_counts, holdout.prior_tau)
+        return {"tau": holdout.prior_tau}
+
+
+class TemperatureStep(PostFitStep):
+    """Temperature scaling, stored as ``prodcat_temperature`` in ``config.json``."""
+
+    name = "calibration"
+
+    def fit(self, context: PostFitContext) -> dict:
+        return calibrate_model_dir(
+            context.output_dir, context.splits.validation[TEXT][:], context.splits.validation[LABEL_PATH][:],
+            batch_size=context.batch_size, max_length=context.max_length, model=context.model, tokenizer=context.tokenizer,
+            logits=context.logits("validation"),
+        )
+
+    def carry_over(self, context: PostFitContext, holdout: HoldoutRun) -> dict | None:
+        if not holdout.calibration:
+            return None
+        write_temperature(context.output_dir, holdout.temperature)
+        set_temperature(context.model.config, holdout.temperature)
+        return holdout.calibration
+
+
+class NgramStep(PostFitStep):
+    """The n-gram model and its pooling weight (``ngram/``); None leaves prediction to the transformer alone."""
+
+    name = "ngram_ensemble"
+
+    def fit(self, context: PostFitContext) -> dict | None:
+        return self._timed(
+            lambda: fit_ensemble_for_model(
+                context.output_dir, context.model, context.tokenizer, context.splits, context.test_table,
+                batch_size=context.batch_size, max_length=context.max_length, seed=context.seed,
+                validation_logits=context.logits("validation"), test_logits=context.logits("test"),
+            )
+        )
+
+    def carry_over(self, context: PostFitContext, holdout: HoldoutRun) -> dict | None:
+        if not has_ensemble(holdout.directory):
+            return self.without_validation(context)
+        return self._timed(
+            lambda: carry_over_ensemble(
+                holdout.directory, context.output_dir, context.splits.label_names, holdout.ngram_validation,
+                context.test_table, context.logits("test"),
+            )
+        )
+
+    def without_validation(self, context: PostFitContext) -> None:
+        logger.info("No validation rows to choose the n-gram model's weight: none fitted; prediction uses the transformer alone")
+        return None
+
+    @staticmethod
+    def _timed(fit: Callable[[], dict]) -> dict | None:
+        start = time.time()
+        try:
+            figures = fit()
+        except ProdcatError as err:  # data it cannot be fitted on: the transformer alone still works
+            logger.warning("No n-gram model: %s; prediction uses the transformer alone", err)
+            return None
+        figures["fit_seconds"] = time.time() - start
+        return figures
+
+
+def remove_stale_ngram(output_dir: str) -> None:
+    """Remove an ``ngram/`` left by an earlier run in the same folder, so it never outlives its transformer."""
+    shutil.rmtree(os.path.join(output_dir, SUBDIR), ignore_errors=True)
+
+
+def write_test_report(context: PostFitContext, report_dir: str) -> dict | None:
+    """The evaluation report of the test file, scored on the default prediction path (the ensemble when
+    ``ngram/`` was saved, else the transformer), as ``prodcat evaluate`` scores it; None without test rows."""
+    test_logits = context.logits("test")
+    if test_logits is None:
+        return None
+    model, table = context.model, context.test_table
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     scores, temperature, predictor = test_logits, model_temperature(model.config), "transformer"
-    if has_ensemble(output_dir):
-        ensemble = NgramEnsemble.load(output_dir, labels)
-        scores, temperature, predictor = ensemble.scores(test_table.texts, test_logits), ensemble.temperature, "ensemble"
+    if has_ensemble(context.output_dir):
+        ensemble = NgramEnsemble.load(context.output_dir, labels)
+        scores, temperature, predictor = ensemble.scores(table.texts, test_logits), ensemble.temperature, "ensemble"
     return write_report(
-        scores, labels, test_table.texts, test_table.labels, report_dir,
-        temperature=temperature, predictor=predictor, source_rows=test_table.source_rows,
+        scores, labels, table.texts, table.labels, report_dir, temperature=temperature, predictor=predictor, source_rows=table.source_rows
     )

@@ -14,15 +14,16 @@ Example:
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 from dataclasses import dataclass
+from typing import Any
 
+from prodcat.core.artifacts import TrainingSummary, has_summary, read_summary
 from prodcat.core.errors import ProdcatError
 
 #: Subfolder of ``--output_dir`` that holds the first (held-out) run.
 HOLDOUT_SUBDIR = "holdout"
-_SUMMARY_FILE = "training_summary.json"  # training.SUMMARY_FILE (not imported: training imports this module)
 
 
 def holdout_dir(output_dir: str) -> str:
@@ -32,7 +33,7 @@ def holdout_dir(output_dir: str) -> str:
 
 def holdout_finished(directory: str) -> bool:
     """True when a first run completed there (its summary is the last file a run writes)."""
-    return os.path.isfile(os.path.join(directory, _SUMMARY_FILE))
+    return has_summary(directory)
 
 
 @dataclass
@@ -40,28 +41,29 @@ class HoldoutRun:
     """The finished first run: its summary (settings, validation figures) and its folder."""
 
     directory: str
-    summary: dict
+    summary: TrainingSummary
 
     @classmethod
     def load(cls, directory: str) -> HoldoutRun:
-        path = os.path.join(directory, _SUMMARY_FILE)
         try:
-            with open(path, encoding="utf-8") as handle:
-                summary = json.load(handle)
-        except (OSError, ValueError) as err:
-            raise ProdcatError(
-                f"{path}: cannot read the first run's summary ({err}); train again without --resume_from_checkpoint"
-            ) from None
+            summary = read_summary(directory, strict=True)
+        except ProdcatError as err:
+            raise ProdcatError(f"{err}; train again without --resume_from_checkpoint") from None
         return cls(directory, summary)
 
     def _results(self, name: str) -> dict:
         """One entry of the first run's ``results`` (``train``, ``eval``, ``ngram_ensemble``), or {}."""
-        return (self.summary.get("results") or {}).get(name) or {}
+        return self.summary.result(name)
 
     @property
     def epochs(self) -> float:
         """The number of epochs the first run trained for (chosen from the data when it was 0)."""
-        return float(self.summary["hyperparameters"]["num_train_epochs"])
+        epochs = self.summary.num_train_epochs
+        if epochs is None:
+            raise ProdcatError(
+                f"{self.directory}: the first run's summary has no num_train_epochs; train again without --resume_from_checkpoint"
+            )
+        return epochs
 
     @property
     def prior_tau(self) -> float:
@@ -71,7 +73,7 @@ class HoldoutRun:
     @property
     def calibration(self) -> dict | None:
         """The temperature fit on the held-out rows and its before/after figures, if calibration ran."""
-        calibration = self.summary.get("calibration")
+        calibration = self.summary.calibration
         return calibration if calibration and "temperature" in calibration else None
 
     @property
@@ -88,13 +90,22 @@ class HoldoutRun:
         """The n-gram ensemble's validation figures from the first run (empty without the ensemble)."""
         return {key: value for key, value in self._results("ngram_ensemble").items() if key.startswith("validation_")}
 
-    def summary_fields(self) -> dict:
-        """Keys of the first run's summary that describe the validation split, for the second run's summary."""
-        keys = ("validation_split", "num_validation", "widget_examples", "train_only_classes", "validation_min_category_rows")
-        fields = {key: self.summary.get(key) for key in keys}
+    def summary_fields(self) -> dict[str, Any]:
+        """Fields of the first run's summary that describe the validation split, for the second run's summary."""
+        keys = ("validation_split", "num_validation", "widget_examples", "train_only_classes")
+        fields: dict[str, Any] = {key: getattr(self.summary, key) for key in keys}
         fields["refit_on_all_rows"] = {
             "holdout_dir": HOLDOUT_SUBDIR,
-            "holdout_num_train": self.summary.get("num_train"),
+            "holdout_num_train": self.summary.num_train,
             "holdout_train_wall_seconds": self._results("train").get("train_wall_seconds"),
         }
         return fields
+
+    def carry_over(self, summary: TrainingSummary) -> TrainingSummary:
+        """The second run's ``summary`` with the first run's validation split and the ``refit_on_all_rows`` record.
+
+        Example:
+            >>> holdout.carry_over(summary).refit_on_all_rows["holdout_dir"]
+            'holdout'
+        """
+        return dataclasses.replace(summary, **self.summary_fields())

@@ -14,7 +14,7 @@ from prodcat.inference import onnx_backend
 from prodcat.inference.categorizer import Categorizer
 from tests.conftest import clone_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAMPLE = os.path.join(ROOT, "data", "sample_products.csv")
 
 #: fp32 ONNX must reproduce torch: same top-1 for every text, logits within this absolute tolerance.

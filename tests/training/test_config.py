@@ -113,11 +113,6 @@ REFIT = ["--refit_on_all_rows", "true"]
         ([*REFIT, "--load_best_model_at_end", "true"], r"keeps the last epoch .* drop --load_best_model_at_end"),
         ([*REFIT, "--early_stopping_patience", "2"], r"keeps the last epoch"),
         ([*REFIT, "--resume_from_checkpoint", "out/checkpoint-10"], r"out/checkpoint-10: with --refit_on_all_rows pass 'latest'"),
-        (["--validation_file", "val.csv", "--validation_min_category_rows", "2"], None),
-        (
-            ["--validation_file", "val.csv", "--validation_min_category_rows", "20"],
-            r"--validation_file replaces that split: drop one of the two",
-        ),
     ],
 )
 def test_split_arguments_refuse_what_they_cannot_honour(flags, message):
@@ -127,3 +122,33 @@ def test_split_arguments_refuse_what_they_cannot_honour(flags, message):
     else:
         with pytest.raises(ProdcatError, match=message):
             check_split_arguments(data_args, training_args, model_args.early_stopping_patience)
+
+
+def test_validation_min_category_rows_is_gone():
+    with pytest.raises((ProdcatError, SystemExit)):
+        parse_train_args(["--validation_min_category_rows", "20"])
+
+
+def test_every_command_refuses_empty_text_columns_with_one_message(tmp_path):
+    from types import SimpleNamespace
+
+    from prodcat.cli import audit, evaluate, predict
+    from prodcat.data.columns import EMPTY_TEXT_COLUMNS
+    from prodcat.data.readers import TableReader
+
+    data = tmp_path / "p.csv"
+    data.write_text("description,category\nMug,Home > Kitchen\n", encoding="utf-8")
+    _, data_args, _ = parse_train_args(["--text_columns", " , "])
+    evaluate_argv = ["--model", str(tmp_path), "--test_file", str(data), "--report_dir", str(tmp_path / "r"), "--text_columns", ""]
+    no_summary = SimpleNamespace(training_summary={})
+    commands = {
+        "train": lambda: data_args.text_column_list,
+        "audit": lambda: audit.main([str(data), "--text_columns", ","]),
+        "evaluate": lambda: evaluate.main(evaluate_argv),
+        "predict": lambda: predict._text_columns(SimpleNamespace(text_columns=" "), no_summary, TableReader(str(data), 10)),
+    }
+    for name, command in commands.items():
+        with pytest.raises(ProdcatError) as err:
+            command()
+        assert str(err.value) == EMPTY_TEXT_COLUMNS, name
+

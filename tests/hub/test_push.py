@@ -36,6 +36,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.hf_api import CommitInfo, RepoUrl
 
 from prodcat.cli import main as cli
+from prodcat.cli import push as push_cli
 from prodcat.core.errors import ProdcatError
 from prodcat.hub import push as hub
 from tests.conftest import linked_copy
@@ -46,7 +47,7 @@ except ImportError:
     import httpx as http_client
 
 TOKEN = "hf_prodcatTestToken0123456789abcdefXYZ"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 
@@ -202,7 +203,7 @@ def test_ngram_ensemble_false_leaves_ngram_out_of_the_push_and_the_card(model_di
     caplog.set_level(logging.INFO, logger="prodcat.hub.push")
     argv = [model_dir, "--hub_model_id", "acme/prodcat-sample", "--token", TOKEN, "--ngram_ensemble", "false"]
     with simulated_hub() as (_, create_commit):
-        assert (hub.main(argv) if entry == "hub" else cli.main(["push", *argv])) == 0
+        assert (push_cli.main(argv) if entry == "hub" else cli.main(["push", *argv])) == 0
     operations = sent_operations(create_commit)
     assert not [op.path_in_repo for op in operations if op.path_in_repo.startswith("ngram/")]
     (card_op,) = [op for op in operations if op.path_in_repo == "README.md"]
@@ -213,7 +214,7 @@ def test_ngram_ensemble_false_leaves_ngram_out_of_the_push_and_the_card(model_di
 
 
 def test_ngram_ensemble_flag_parses_like_a_boolean(capsys):
-    parser = hub.build_parser()
+    parser = push_cli.build_parser()
     base = ["outputs/model", "--hub_model_id", "acme/x"]
     assert parser.parse_args(base).ngram_ensemble is True
     assert parser.parse_args([*base, "--ngram_ensemble"]).ngram_ensemble is True
@@ -242,7 +243,7 @@ def test_bare_repo_name_gets_the_full_id_in_the_card(model_dir):
 def test_token_never_reaches_a_file_a_log_or_the_console(model_dir, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     with simulated_hub():
-        assert hub.main([model_dir, "--hub_model_id", "acme/prodcat-sample", "--token", TOKEN]) == 0
+        assert push_cli.main([model_dir, "--hub_model_id", "acme/prodcat-sample", "--token", TOKEN]) == 0
     out, err = capsys.readouterr()
     assert "https://huggingface.co/acme/prodcat-sample" in out
     assert TOKEN not in out + err + caplog.text

@@ -4,16 +4,18 @@ import pandas as pd
 import pytest
 
 from prodcat.core.errors import ProdcatError
-from prodcat.data.tables import (
+from prodcat.core.io import write_frame
+from prodcat.data.columns import EMPTY_TEXT_COLUMNS, parse_text_columns
+from prodcat.data.readers import TableReader, iter_delimited_frames, read_frame
+from prodcat.data.splits import (
     UNSEEN_BASE,
     add_category_name_examples,
     build_splits,
     category_name_text,
     decode_label_id,
-    load_table,
-    read_frame,
     tokenize,
 )
+from prodcat.data.tables import load_table
 
 
 def write_csv(path, rows, columns=("description", "category")):
@@ -80,10 +82,51 @@ def test_missing_and_unknown_files_are_one_line_errors(tmp_path):
         read_frame(str(tmp_path / "empty.csv"))
 
 
+@pytest.mark.parametrize(
+    "value, default, expected",
+    [
+        (" title, brand,,description ", ["description"], ["title", "brand", "description"]),
+        (None, ["text"], ["text"]),
+        ("title", ["text"], ["title"]),
+    ],
+)
+def test_text_columns_are_parsed_one_way(value, default, expected):
+    assert parse_text_columns(value, default) == expected
+
+
+@pytest.mark.parametrize("value", ["", " , ", ","])
+def test_text_columns_naming_nothing_is_one_error(value):
+    with pytest.raises(ProdcatError) as err:
+        parse_text_columns(value, ["description"])
+    assert str(err.value) == EMPTY_TEXT_COLUMNS
+
+
+@pytest.mark.parametrize("name, content, message", [("nope.csv", None, "file not found"), ("empty.jsonl", "", "file is empty")])
+def test_whole_and_streaming_readers_check_files_alike(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    errors = []
+    for read in (read_frame, lambda p: TableReader(p, chunk_size=10)):
+        with pytest.raises(ProdcatError, match=message) as err:
+            read(str(path))
+        errors.append(str(err.value))
+    assert errors[0] == errors[1]
+    with pytest.raises(ProdcatError, match="is a directory"):
+        TableReader(str(tmp_path), chunk_size=10)
+
+
+@pytest.mark.parametrize("extension", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_written_tables_read_back_the_same(tmp_path, extension):
+    path = str(tmp_path / f"t{extension}")
+    write_frame(pd.DataFrame({"sku": ["007", "12"], "title": ["Pens, blue", "Mug"]}), path)
+    assert read_frame(path).to_dict("list") == {"sku": ["007", "12"], "title": ["Pens, blue", "Mug"]}
+    chunks = list(TableReader(path, chunk_size=1).chunks())
+    assert [c["title"].tolist() for c in chunks] == [["Pens, blue"], ["Mug"]]
+
+
 def test_csv_reads_whole_with_source_lines_and_a_header_only_file_keeps_its_columns(tmp_path):
     # read_frame and the streaming reader share one parser: the same file reads the same both ways.
-    from prodcat.data.tables import iter_delimited_frames
-
     path = tmp_path / "p.csv"
     path.write_text('title,category\n\n"Pens, blue",Office\nMug,Kitchen\n', encoding="utf-8")
     frame = read_frame(str(path))
@@ -127,35 +170,18 @@ def test_stratified_split_is_deterministic_and_keeps_singletons_in_train(tmp_pat
     assert other_seed.validation["text"][:] != first.validation["text"][:]
 
 
-def test_min_category_rows_keeps_small_categories_whole_in_train(tmp_path, caplog):
-    # 4 categories with 10 rows, 3 with 4 rows (12 rows): the large ones hold 40 of 52 rows, over half.
+def test_every_category_with_two_rows_gives_rows_to_validation(tmp_path):
+    # 4 categories with 10 rows and 3 with 4 rows: the small ones are held out from too.
     rows = balanced_rows(per_class=10) + balanced_rows(n_classes=3, per_class=4, prefix="Small")
     table = load_table(write_csv(tmp_path / "p.csv", rows), ["description"], "category")
-    with caplog.at_level(logging.WARNING):
-        splits = build_splits(table, None, None, validation_split=0.2, seed=3, min_category_rows=5)
+    splits = build_splits(table, None, None, validation_split=0.2, seed=3)
     small = {r[1] for r in balanced_rows(n_classes=3, per_class=4, prefix="Small")}
-    assert len(splits.validation) == 8  # 20% of the 40 rows of the large categories
-    assert not small & set(splits.validation["category_path"][:])
-    train_labels = splits.train["category_path"][:]
-    assert all(train_labels.count(label) == 4 for label in small)  # every row of a small category trains
-    assert splits.train_only_classes == 3 and splits.validation_min_category_rows == 5
-    assert "3 categories with fewer than 5 examples stay in train" in caplog.text
-    default = build_splits(table, None, None, validation_split=0.2, seed=3)
-    assert small & set(default.validation["category_path"][:])  # the default threshold 2 holds them out too
-    assert default.validation_min_category_rows == 2 and default.train_only_classes == 0
-
-
-def test_min_category_rows_falls_back_to_2_when_few_rows_qualify(tmp_path):
-    # Only one category of 10 rows reaches the threshold: 10 of 34 rows, under half.
-    rows = balanced_rows(n_classes=1, per_class=10) + balanced_rows(n_classes=4, per_class=6, prefix="Small")
-    table = load_table(write_csv(tmp_path / "p.csv", rows), ["description"], "category")
-    splits = build_splits(table, None, None, validation_split=0.2, seed=3, min_category_rows=8)
-    assert splits.validation_min_category_rows == 2 and splits.train_only_classes == 0
-    assert len(set(splits.validation["category_path"][:])) == 5  # stratified over every category
-    with pytest.raises(ProdcatError, match="--validation_min_category_rows must be at least 2"):
-        build_splits(table, None, None, validation_split=0.2, seed=3, min_category_rows=1)
-    without_split = build_splits(table, None, None, validation_split=0.0, seed=3, min_category_rows=8)
-    assert without_split.validation is None and without_split.validation_min_category_rows is None
+    assert small & set(splits.validation["category_path"][:])
+    assert splits.train_only_classes == 0 and len(splits.train) + len(splits.validation) == len(table)
+    without_split = build_splits(table, None, None, validation_split=0.0, seed=3)
+    assert without_split.validation is None and len(without_split.train) == len(table)
+    with pytest.raises(ProdcatError, match="--validation_split must be at least 0 and below 1"):
+        build_splits(table, None, None, validation_split=1.0, seed=3)
 
 
 def test_unseen_labels_warn_and_decode(tmp_path, caplog):

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from prodcat.modeling.loading import fit_head
-from prodcat.training.run import TaxonomyLoss, class_weight_vector
+from prodcat.modeling.head import fit_head
+from prodcat.modeling.loss import TaxonomyLoss, class_weight_vector
 from tests.conftest import SAMPLE, linked_copy, same_weights
 
 
@@ -86,7 +86,7 @@ def test_fit_head_separates_linearly_separable_features():
 
 
 def test_prior_correction_recovers_rare_class_and_folds_into_bias():
-    from prodcat.training.run import apply_prior_correction, tune_prior_correction
+    from prodcat.training.postfit import apply_prior_correction, tune_prior_correction
 
     labels = ["A > common", "B > rare"]
     counts = np.array([90, 10])
@@ -109,7 +109,7 @@ def test_prior_correction_recovers_rare_class_and_folds_into_bias():
 
 
 def test_prior_correction_keeps_tau_zero_when_nothing_improves():
-    from prodcat.training.run import tune_prior_correction
+    from prodcat.training.postfit import tune_prior_correction
 
     logits = np.array([[3.0, 0.0], [0.0, 3.0]])
     tau, _ = tune_prior_correction(logits, ["A", "B"], ["A", "B"], np.array([50, 50]))

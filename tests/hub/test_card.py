@@ -21,7 +21,7 @@ from prodcat.core.errors import ProdcatError
 from prodcat.hub import card as model_card
 from tests.conftest import linked_copy
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 

@@ -21,7 +21,7 @@ from prodcat.inference.categorizer import (
 )
 from tests.conftest import clone_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAMPLE = os.path.join(ROOT, "data", "sample_products.csv")
 
 # The worked example of hierarchical_backoff's docstring.

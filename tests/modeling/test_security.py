@@ -1,7 +1,7 @@
 """Safe loading and safe writing: safetensors only unless opted in, no remote code unless asked for,
 and no file name made from label or input text, nothing written outside the output directory.
 
-(Tokens never reaching logs or files is covered by test_hub.py.)
+(Tokens never reaching logs or files is covered by hub/test_push.py.)
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from prodcat.cli.predict import main, output_columns
 from prodcat.core.errors import ProdcatError
 from prodcat.inference.categorizer import Categorizer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAMPLE = os.path.join(ROOT, "data", "sample_products.csv")
 
 

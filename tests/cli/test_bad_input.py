@@ -3,9 +3,9 @@ stops with one line naming the file, the row or column and the fix; exit code 2,
 output.
 
 Cases already covered elsewhere are not repeated: missing / empty / unsupported files, missing
-columns, empty rows and a single class (test_data.py), unknown config keys (test_args.py), a model
-without category labels and a bad JSON line in prediction input (test_predict_cli.py), pickled
-weights (test_predictor.py, test_security.py).
+columns, empty rows and a single class (data/test_data.py), unknown config keys (training/test_config.py), a model
+without category labels and a bad JSON line in prediction input (cli/test_predict.py), pickled
+weights (inference/test_categorizer.py, modeling/test_security.py).
 """
 
 from __future__ import annotations
@@ -22,13 +22,9 @@ import pytest
 
 from prodcat.cli.main import predict_main, run_guarded, train_main
 from prodcat.core.errors import ProdcatError
-from prodcat.data.tables import (
-    MAX_TEXT_CHARS,
-    build_splits,
-    load_table,
-    read_frame,
-    source_row_numbers,
-)
+from prodcat.data.readers import read_frame, source_row_numbers
+from prodcat.data.splits import build_splits
+from prodcat.data.tables import MAX_TEXT_CHARS, load_table
 from prodcat.modeling.loading import default_model_path
 from tests.conftest import ROOT, subprocess_env
 

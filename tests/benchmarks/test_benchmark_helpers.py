@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks"))
 
 from accuracy import METHOD_NAMES, format_table, mean_rows, model_dir, recorded_train_seconds, run_prodcat  # noqa: E402
 from common import BENCHMARKS_PAGE, ROOT, write_benchmarks_block  # noqa: E402
@@ -125,10 +125,12 @@ def test_recipe_cv_refuses_a_fold_number_out_of_range(tmp_path, capsys):
 
 
 def test_recorded_train_seconds_adds_the_held_out_first_run_of_a_refit():
+    from prodcat.core.artifacts import TrainingSummary
+
     plain = {"results": {"train": {"train_wall_seconds": 100.0}}}
     refit = {**plain, "refit_on_all_rows": {"holdout_train_wall_seconds": 90.0}}
-    assert recorded_train_seconds(plain) == 100.0
-    assert recorded_train_seconds(refit) == 190.0
+    assert recorded_train_seconds(TrainingSummary.from_dict(plain)) == 100.0
+    assert recorded_train_seconds(TrainingSummary.from_dict(refit)) == 190.0
 
 
 def _scored_row(method: str, seed: int, macro_f1: float, train_seconds: float) -> dict:

@@ -201,7 +201,7 @@ def test_damaged_or_foreign_ngram_folders_are_clear_errors(ensemble_model_dir, t
 
 def test_no_validation_rows_fit_no_ngram_model_without_a_warning(tmp_path, caplog):
     out = str(tmp_path / "model")
-    with caplog.at_level("INFO", logger="prodcat.training.run"):
+    with caplog.at_level("INFO", logger="prodcat.training.postfit"):
         results = tiny_run(out, "--validation_split", "0")
     assert "ngram_ensemble" not in results and not os.path.exists(os.path.join(out, SUBDIR))
     messages = [r for r in caplog.records if "n-gram" in r.getMessage()]
@@ -228,7 +228,7 @@ def test_an_ngram_model_that_cannot_be_fitted_leaves_the_transformer(tmp_path, m
 
     monkeypatch.setattr(prodcat.inference.ngram.NgramModel, "fit", refuse)
     out = str(tmp_path / "model")
-    with caplog.at_level("WARNING", logger="prodcat.training.run"):
+    with caplog.at_level("WARNING", logger="prodcat.training.postfit"):
         results = tiny_run(out)
     assert "ngram_ensemble" not in results and not has_ensemble(out) and os.path.exists(os.path.join(out, "model.safetensors"))
     assert any("no term occurs" in r.getMessage() and "transformer alone" in r.getMessage() for r in caplog.records)
