@@ -36,12 +36,13 @@ TINY_TRAIN_FLAGS = [
 
 @pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory) -> str:
-    """A model fine-tuned for a few steps on the bundled sample (embedded MiniLM, CPU)."""
+    """A model fine-tuned for a few steps on the bundled sample (embedded MiniLM, CPU), with the defaults'
+    n-gram model; the sample doubles as its test file, so it has a test report and test scores too."""
     from prodcat.training.config import parse_train_args
     from prodcat.training.run import run_training
 
     out = str(tmp_path_factory.mktemp("model"))
-    run_training(*parse_train_args(TINY_TRAIN_FLAGS + ["--output_dir", out]))
+    run_training(*parse_train_args(TINY_TRAIN_FLAGS + ["--output_dir", out, "--test_file", SAMPLE]))
     return out
 
 
