@@ -68,7 +68,6 @@ def training_settings(model_dir: str) -> dict:
 
 def main(argv: list[str]) -> int:
     """Run ``prodcat evaluate``; returns the exit code (ProdcatError for bad input)."""
-
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise ProdcatError(f"--batch_size must be at least 1 (got {args.batch_size})")

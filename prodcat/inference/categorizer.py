@@ -255,7 +255,6 @@ class Categorizer:
         ensemble=None,
     ):
         """Low-level constructor: ``forward(features: dict[str, np.ndarray]) -> logits``; prefer from_pretrained."""
-
         self.labels = list(labels)
         self.taxonomy = Taxonomy(self.labels)
         self.tokenizer = tokenizer
@@ -308,7 +307,6 @@ class Categorizer:
                 (prodcat.inference.ngram; more accurate on long-tailed catalogues, not what ``pipeline()`` returns).
                 None (default): whenever the folder has one; True: require it; False: the transformer alone.
         """
-
         if backend not in ("torch", "onnx"):
             raise ProdcatError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
         if quantize and backend != "onnx":
@@ -340,7 +338,6 @@ class Categorizer:
 
     def logits(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Raw logits ``[len(texts), len(labels)]`` (float32, input order)."""
-
         if batch_size < 1:
             raise ProdcatError(f"batch_size must be at least 1, got {batch_size}")
         return run_batches(

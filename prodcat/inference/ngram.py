@@ -187,7 +187,6 @@ class NgramEnsemble:
 
     def probabilities(self, texts: Sequence[str], logits: np.ndarray) -> np.ndarray:
         """``softmax(s / T)`` over the categories, rows in input order."""
-
         return probabilities(self.scores(texts, logits), self.temperature).astype(np.float32)
 
     # ---- storage -------------------------------------------------------------------------------
@@ -290,7 +289,6 @@ def fit_ngram_ensemble(
     ``validation_logits`` are the transformer's logits on ``validation_texts`` (columns = ``label_names``);
     rows of categories outside ``label_names`` are left out of the fit.
     """
-
     label_names = list(label_names)
     ids = label_ids(validation_labels, {name: i for i, name in enumerate(label_names)})
     known = np.flatnonzero(ids >= 0)
@@ -343,7 +341,6 @@ def fit_ensemble_for_model(
     the ensemble is also scored on it. ``validation_logits`` / ``test_logits`` (the transformer's on
     those splits) skip inference when they were already computed. Returns the validation (and test) figures.
     """
-
     labels = list(splits.label_names)
     validation_texts = list(splits.validation[TEXT][:])
     logits = predict_logits(model, tokenizer, validation_texts, batch_size, max_length) if validation_logits is None else validation_logits

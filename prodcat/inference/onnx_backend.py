@@ -172,7 +172,6 @@ def ensure_onnx_model(
 
     Exports (and quantizes) only when no cached file matches the current weights and config.
     """
-
     fingerprint = model_fingerprint(model_dir)
     name = INT8_FILE if quantize else FP32_FILE
     shipped = os.path.join(model_dir, CACHE_SUBDIR)
@@ -218,7 +217,6 @@ def probe_texts(labels: Sequence[str], extra: Sequence[str] = (), limit: int = 1
         >>> probe_texts(["Audio > Headphones", "Audio > Speakers"])
         ['Headphones', 'Audio', 'Audio Headphones', 'Speakers', 'Audio Speakers', 'Headphones Speakers', 'Speakers Headphones']
     """
-
     texts: dict[str, None] = {}
     for text in extra:
         texts.setdefault(str(text), None)
@@ -281,7 +279,6 @@ def measure_recheck_margin(model_dir: str, fp32_path: str, int8_path: str, trust
     against 2.1% of real titles, and a margin set on them left no disagreement on 1,878 validation
     titles while re-checking 15% of them.
     """
-
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as handle:
         labels = [str(v) for v in (json.load(handle).get("id2label") or {}).values()]
     summary = read_summary(model_dir)

@@ -272,7 +272,6 @@ def load_saved_model(model_dir: str, device: str | None = None):
 
     ``device``: ``"cpu"``, ``"cuda"``, ... or None for CUDA when available, else CPU.
     """
-
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise ProdcatError(f"{model_dir}: not a trained model folder (no config.json); pass the --output_dir of prodcat train")
     check_weights_are_safe(model_dir, allow_pickle=False)

@@ -267,7 +267,6 @@ def check_checkpoint_matches(checkpoint: str, label_names: Sequence[str], allow_
     Resuming needs the same data and arguments; a different label set would otherwise fail deep in
     ``load_state_dict`` with a shape mismatch.
     """
-
     check_weights_are_safe(checkpoint, allow_pickled_weights)
     config_path = os.path.join(checkpoint, "config.json")
     try:

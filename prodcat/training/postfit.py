@@ -64,7 +64,6 @@ def calibrate_model_dir(
         >>> summary["ece_after"] <= summary["ece_before"]
         True
     """
-
     if model is None or tokenizer is None:
         model, tokenizer = load_saved_model(model_dir)
     labels = label_ids(label_paths, dict(model.config.label2id))
